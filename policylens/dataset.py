@@ -1,0 +1,170 @@
+"""Labelled paragraphs -> a `datasets.DatasetDict` split by document.
+
+Paragraphs of one document are near-duplicates in topic and wording, so a
+paragraph-level split leaks; every split here is by document, deterministic,
+and stratified over labels as far as whole documents allow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from policylens.chinese import normalize
+from policylens.io import InputError, read_jsonl
+from policylens.paths import SEED_ANNOTATIONS_PATH, SILVER_PATH
+from policylens.taxonomy import Taxonomy
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class SplitConfig:
+    """Fractions of documents (by paragraph count) per split."""
+
+    dev: float = 0.1
+    test: float = 0.15
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.dev < 1 and 0 <= self.test < 1 and self.dev + self.test < 1):
+            raise ValueError(f"dev ({self.dev}) and test ({self.test}) must be in [0,1) and sum below 1")
+
+    @property
+    def fractions(self) -> dict[str, float]:
+        return {"train": 1 - self.dev - self.test, "dev": self.dev, "test": self.test}
+
+
+def load_labelled(paths: Iterable[str | Path], taxonomy: Taxonomy) -> list[dict]:
+    """Read labelled JSON Lines files (`id`, `text`, `labels`, optional `doc_id`, `source`).
+
+    Rejects unknown labels, empty texts and duplicate ids with the file and line.
+    """
+    rows: list[dict] = []
+    seen: dict[str, str] = {}
+    for path in paths:
+        for lineno, obj in read_jsonl(path):
+            where = f"{path}:{lineno}"
+            row_id = obj.get("id")
+            if not isinstance(row_id, str) or not row_id.strip():
+                raise InputError(f"{where}: missing or empty 'id'")
+            if row_id in seen:
+                raise InputError(f"{where}: duplicate id {row_id!r} (first seen at {seen[row_id]})")
+            seen[row_id] = where
+            text = obj.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise InputError(f"{where}: empty text for id {row_id!r}")
+            labels = obj.get("labels")
+            if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+                raise InputError(f"{where}: 'labels' must be a list of label ids (may be empty)")
+            unknown = sorted(set(labels) - set(taxonomy.ids))
+            if unknown:
+                raise InputError(f"{where}: unknown label(s) {unknown}; the taxonomy has {taxonomy.ids}")
+            rows.append(
+                {
+                    "id": row_id,
+                    "doc_id": str(obj.get("doc_id") or row_id.split("#")[0]),
+                    "source": str(obj.get("source") or Path(path).stem),
+                    "text": normalize(text),
+                    "labels": sorted(set(labels), key=taxonomy.index),
+                }
+            )
+    return rows
+
+
+def _stable_hash(seed: int, key: str) -> int:
+    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:12], 16)
+
+
+def split_by_document(rows: Sequence[dict], config: SplitConfig | None = None) -> dict[str, list[dict]]:
+    """Assign whole documents to splits (iterative stratification over documents).
+
+    Documents are visited rarest-label first; each goes to the split that still
+    needs the most of that label (then the most paragraphs). Deterministic for a
+    given seed and input, whatever the input order.
+    """
+    config = config or SplitConfig()
+    fractions = config.fractions
+    docs: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        docs[row["doc_id"]].append(row)
+
+    label_totals: dict[str, int] = defaultdict(int)
+    for row in rows:
+        for label in row["labels"]:
+            label_totals[label] += 1
+    need = {split: {label: fractions[split] * n for label, n in label_totals.items()} for split in SPLITS}
+    need_size = {split: fractions[split] * len(rows) for split in SPLITS}
+
+    def doc_labels(doc_rows: list[dict]) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for row in doc_rows:
+            for label in row["labels"]:
+                counts[label] += 1
+        return counts
+
+    def rarity(doc_id: str) -> tuple:
+        counts = doc_labels(docs[doc_id])
+        rarest = min((label_totals[label] for label in counts), default=float("inf"))
+        return (rarest, _stable_hash(config.seed, doc_id))
+
+    assignment: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    for doc_id in sorted(docs, key=rarity):
+        doc_rows = docs[doc_id]
+        counts = doc_labels(doc_rows)
+        candidates = [split for split in SPLITS if fractions[split] > 0]
+        if counts:
+            rarest = min(sorted(counts), key=lambda label: label_totals[label])
+            key = lambda s: (need[s][rarest], need_size[s], -SPLITS.index(s))  # noqa: E731
+        else:
+            key = lambda s: (need_size[s], -SPLITS.index(s))  # noqa: E731
+        split = max(candidates, key=key)
+        assignment[split].extend(doc_rows)
+        need_size[split] -= len(doc_rows)
+        for label, n in counts.items():
+            need[split][label] -= n
+    return assignment
+
+
+def default_sources(include_silver: bool = True) -> list[Path]:
+    """The seed annotations, plus the shared silver set when it is present beside the repo."""
+    sources = [SEED_ANNOTATIONS_PATH]
+    if include_silver and SILVER_PATH.exists():
+        sources.append(SILVER_PATH)
+    return sources
+
+
+def build_dataset(
+    paths: Iterable[str | Path] | None = None,
+    taxonomy: Taxonomy | None = None,
+    config: SplitConfig | None = None,
+):
+    """A `datasets.DatasetDict` (train/dev/test) with a multi-hot `targets` column."""
+    from datasets import Dataset, DatasetDict, Features, Sequence as HFSequence, Value
+
+    taxonomy = taxonomy or Taxonomy.load()
+    rows = load_labelled(paths if paths is not None else default_sources(), taxonomy)
+    if not rows:
+        raise InputError("no labelled paragraphs found in the given files")
+    features = Features(
+        {
+            "id": Value("string"),
+            "doc_id": Value("string"),
+            "source": Value("string"),
+            "text": Value("string"),
+            "labels": HFSequence(Value("string")),
+            "targets": HFSequence(Value("float32")),
+        }
+    )
+    splits = split_by_document(rows, config)
+    return DatasetDict(
+        {
+            split: Dataset.from_list(
+                [{**row, "targets": taxonomy.multi_hot(row["labels"])} for row in split_rows], features=features
+            )
+            for split, split_rows in splits.items()
+        }
+    )

@@ -1,0 +1,240 @@
+"""Split a decoded document into the paragraphs the tagger labels.
+
+Real policy texts are messy: some have one paragraph per line, some (scraped
+news) have no line breaks at all, press conferences alternate speaker lines
+and answers, plans nest 一、 / （一） / 1. headings, and scraped pages keep
+share buttons and font-size widgets. Each rule below exists for one of those.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from policylens.chinese import normalize
+from policylens.document import Document, Paragraph
+
+# Numbered headings, outermost level first. A line only counts as a heading
+# when it is also short and has no sentence-final punctuation (see _is_heading).
+HEADING_LEVELS: tuple[tuple[int, re.Pattern[str]], ...] = (
+    (0, re.compile(r"^第[一二三四五六七八九十百零〇\d]+[章编篇部分]")),
+    (1, re.compile(r"^[一二三四五六七八九十百]+[、．.]")),
+    (2, re.compile(r"^[（(][一二三四五六七八九十百]+[)）]")),
+    (3, re.compile(r"^\d{1,2}[\.．、](?!\d)")),
+    (4, re.compile(r"^[（(]\d{1,2}[)）]")),
+)
+UNNUMBERED_LEVEL = 1
+
+SENTENCE_END = "。！？；!?;…"
+CLOSERS = "”’」』）)】\"'"
+_SENTENCE = re.compile(rf"[^{SENTENCE_END}]*(?:[{SENTENCE_END}]+[{CLOSERS}]*|$)")
+_TERMINAL = re.compile(rf"[{SENTENCE_END}][{CLOSERS}]*$")
+_INNER_PUNCT = re.compile(r"[，,。！？；;]")
+
+# Words that mark a line ending in a colon as a speaker ("工业和信息化部部长 肖亚庆:").
+_ROLE = re.compile(
+    r"(部长|局长|司长|主任|发言人|主持人|记者|总工程师|总经济师|书记|副|委员|代表|院长|所长|"
+    r"董事长|总经理|经理|专家|教授|研究员|处长|厅长|省长|市长|主席|会长|秘书长|^问|^答)"
+)
+_SPEAKER_LINE = re.compile(r"^(?P<who>[^。！？；，,]{1,40}?)\s*[:：]\s*$")
+_SPEAKER_PREFIX = re.compile(r"^(?P<who>[^。！？；，,:：]{1,24}?)\s*[:：]\s*(?P<rest>\S.*)$")
+
+# Lines that are page furniture, not content. Matched on the normalised line.
+_BOILERPLATE = re.compile(
+    r"^(?:"
+    r"分享到[:：]?.*|.*【\s*字体[:：].*|.*字号[:：]?\s*[大中小]\s*[大中小].*|【?打印】?|【?关闭(?:窗口)?】?|"
+    r"(?:发布)?(?:时间|日期)[:：].{0,40}(?:来源[:：].{0,40})?|来源[:：].{0,40}|"
+    r"\d{4}[-/.年]\d{1,2}[-/.月]\d{1,2}日?\s*\d{0,2}:?\d{0,2}(?::\d{2})?\s*(?:来源[:：].{0,40})?|"
+    r"(?:责任编辑|编辑|作者|浏览次数|阅读次数)[:：].{0,30}|"
+    r"(?:上一篇|下一篇|相关链接|相关阅读|扫一扫.*|返回顶部|网站地图|联系我们|联系方式|版权所有.*)|"
+    r"(?:地址|邮编|传真|电话|秘书处|邮箱|E-?mail)[:：].{0,60}"
+    r")$",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class SegmentConfig:
+    """How paragraphs are cut. `max_chars` matches the silver training data (<= ~400)."""
+
+    max_chars: int = 400
+    heading_max_chars: int = 50
+    drop_boilerplate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_chars < 20:
+            raise ValueError(f"max_chars must be >= 20, got {self.max_chars}")
+        if not 1 <= self.heading_max_chars <= self.max_chars:
+            raise ValueError(f"heading_max_chars must be in 1..max_chars, got {self.heading_max_chars}")
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Sentence spans (start, end) over `text`, ending after 。！？； and any closing quotes."""
+    spans = []
+    for match in _SENTENCE.finditer(text):
+        if match.end() > match.start():
+            spans.append((match.start(), match.end()))
+    return spans
+
+
+def is_boilerplate(line: str) -> bool:
+    return bool(_BOILERPLATE.match(line.strip()))
+
+
+def heading_level(line: str, max_chars: int = 50) -> int | None:
+    """Level of a numbered heading line, or None when the line is not one."""
+    line = line.strip()
+    if len(line) > max_chars or _TERMINAL.search(line):
+        return None
+    for level, pattern in HEADING_LEVELS:
+        if pattern.match(line):
+            return level
+    return None
+
+
+def speaker_of(line: str) -> str | None:
+    """The speaker named by a bare speaker line ("记者:"), else None."""
+    match = _SPEAKER_LINE.match(line.strip())
+    if not match:
+        return None
+    who = match.group("who").strip()
+    if _ROLE.search(who) or " " in who or len(who) <= 4:
+        return who
+    return None
+
+
+def _inline_speaker(line: str) -> str | None:
+    """'记者：……' / '肖亚庆:……' at the start of an answer paragraph."""
+    match = _SPEAKER_PREFIX.match(line.strip())
+    if match and _ROLE.search(match.group("who")):
+        return match.group("who").strip()
+    return None
+
+
+def _balanced_chunks(text: str, max_chars: int) -> list[tuple[int, int]]:
+    """Cut `text` at sentence ends into pieces of similar length, each <= max_chars when possible."""
+    if len(text) <= max_chars:
+        return [(0, len(text))]
+    sentences = []
+    for start, end in split_sentences(text):
+        # A "sentence" longer than the budget (tables, run-on lists) is cut at commas, then hard.
+        while end - start > max_chars:
+            window = text[start : start + max_chars]
+            cut = max(window.rfind("，"), window.rfind(","), window.rfind("、"))
+            cut = start + (cut + 1 if cut > max_chars // 3 else max_chars)
+            sentences.append((start, cut))
+            start = cut
+        sentences.append((start, end))
+    n_chunks = math.ceil(len(text) / max_chars)
+    target = len(text) / n_chunks
+    chunks: list[tuple[int, int]] = []
+    chunk_start = sentences[0][0]
+    for start, end in sentences:
+        size_with = end - chunk_start
+        if start > chunk_start and (size_with > max_chars or start - chunk_start >= target):
+            chunks.append((chunk_start, start))
+            chunk_start = start
+    chunks.append((chunk_start, sentences[-1][1]))
+    return chunks
+
+
+def _run_in_title(text: str) -> str | None:
+    """'（一）加快推动重大项目建设。各地要……' -> '（一）加快推动重大项目建设'."""
+    if not any(pattern.match(text) for _, pattern in HEADING_LEVELS):
+        return None
+    first = split_sentences(text)[0]
+    title = text[first[0] : first[1]].strip()
+    if len(title) <= 40 and first[1] < len(text):
+        return title.rstrip(SENTENCE_END)
+    return None
+
+
+def _lines(text: str) -> Iterator[tuple[int, int]]:
+    """Non-blank lines as (start, end) offsets with surrounding whitespace trimmed."""
+    for match in re.finditer(r"[^\n]+", text):
+        line = match.group()
+        stripped = line.strip(" \t\r\u3000\u00a0\ufeff")
+        if not stripped:
+            continue
+        start = match.start() + line.index(stripped)
+        yield start, start + len(stripped)
+
+
+def segment(document: Document, config: SegmentConfig | None = None) -> list[Paragraph]:
+    """Paragraphs of `document` in reading order; also stored on `document.paragraphs`."""
+    config = config or SegmentConfig()
+    text = document.text
+    lines = [
+        (start, end, normalize(text[start:end]))
+        for start, end in _lines(text)
+    ]
+    if config.drop_boilerplate:
+        lines = [line for line in lines if not is_boilerplate(line[2])]
+
+    paragraphs: list[Paragraph] = []
+    headings: dict[int, str] = {}  # level -> heading text, the active heading path
+    speaker: str | None = None
+
+    def emit(start: int, end: int, kind: str, extra_heading: str | None = None) -> None:
+        path = tuple(headings[level] for level in sorted(headings))
+        if extra_heading:
+            path = path + (extra_heading,)
+        paragraphs.append(
+            Paragraph(
+                id=f"{document.id}#{len(paragraphs)}",
+                doc_id=document.id,
+                index=len(paragraphs),
+                text=normalize(text[start:end]),
+                original=text[start:end],
+                start=start,
+                end=end,
+                kind=kind,
+                headings=path,
+                speaker=speaker,
+            )
+        )
+
+    for i, (start, end, norm) in enumerate(lines):
+        next_norm = lines[i + 1][2] if i + 1 < len(lines) else ""
+        is_first = not paragraphs
+        short_plain = (
+            len(norm) <= config.heading_max_chars and not _INNER_PUNCT.search(norm) and not _TERMINAL.search(norm)
+        )
+
+        who = speaker_of(norm)
+        if who is not None:
+            speaker, headings = who, {}
+            emit(start, end, "speaker")
+            continue
+        level = heading_level(norm, config.heading_max_chars)
+        if is_first and level is None and len(norm) <= config.heading_max_chars * 2 and not _TERMINAL.search(norm):
+            emit(start, end, "title")
+            continue
+        if paragraphs and paragraphs[-1].kind == "title" and norm.startswith("——") and not _TERMINAL.search(norm):
+            emit(start, end, "title")  # a "——subtitle" line under the title
+            continue
+        if level is None and short_plain and not norm.endswith((":", "：")) and len(next_norm) > config.heading_max_chars:
+            level = UNNUMBERED_LEVEL  # a short bare line introducing a long paragraph
+        if level is not None:
+            headings = {lv: h for lv, h in headings.items() if lv < level}
+            emit(start, end, "heading")
+            headings[level] = norm
+            continue
+
+        inline = _inline_speaker(norm)
+        if inline:
+            speaker = inline
+        run_in = _run_in_title(norm)
+        chunks = _balanced_chunks(text[start:end], config.max_chars)
+        for n, (chunk_start, chunk_end) in enumerate(chunks):
+            piece = text[start + chunk_start : start + chunk_end]
+            lead = len(piece) - len(piece.lstrip())
+            trail = len(piece) - len(piece.rstrip())
+            emit(start + chunk_start + lead, start + chunk_end - trail, "body", run_in if n else None)
+
+    document.paragraphs = paragraphs
+    if document.title is None:
+        document.title = next((p.text for p in paragraphs if p.kind == "title"), None)
+    return paragraphs

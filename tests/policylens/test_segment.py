@@ -1,0 +1,116 @@
+"""Segmentation on the real seeds and on small documents written for each rule."""
+
+from pathlib import Path
+
+import pytest
+
+from policylens.document import Document
+from policylens.segment import SegmentConfig, heading_level, is_boilerplate, segment, speaker_of, split_sentences
+
+SEEDS = Path(__file__).resolve().parents[2] / "seeds"
+
+
+def _doc(text: str, doc_id: str = "t") -> Document:
+    return Document(id=doc_id, text=text)
+
+
+def seed(prefix: str) -> Document:
+    path = next(SEEDS.glob(f"{prefix}_*.txt"))
+    return Document(id=path.stem, text=path.read_text(encoding="utf-8"))
+
+
+def test_offsets_point_back_to_the_original_text_for_every_seed():
+    for path in sorted(SEEDS.glob("*.txt")):
+        doc = Document(id=path.stem, text=path.read_text(encoding="utf-8"))
+        paragraphs = segment(doc)
+        assert paragraphs, path
+        for i, p in enumerate(paragraphs):
+            assert p.id == f"{path.stem}#{i}" and p.index == i
+            assert doc.text[p.start : p.end] == p.original
+            assert p.text and p.text == p.text.strip()
+            assert len(p.original) <= 400 or p.kind != "body"
+
+
+def test_seed_003_without_line_breaks_is_chunked_at_sentence_ends():
+    doc = seed("003")
+    body = [p for p in segment(doc) if p.kind == "body"]
+    assert len(body) >= 5
+    for p in body[:-1]:
+        assert p.original[-1] in "。！？；”", p.original[-10:]
+        assert 150 <= len(p.original) <= 400
+
+
+def test_traditional_seed_is_normalised_but_original_kept():
+    doc = seed("001")
+    paragraphs = segment(doc)
+    title = paragraphs[0]
+    assert title.kind == "title"
+    assert title.original == "國務院新聞辦就工業和信息化發展情況舉行發布會"
+    assert title.text == "国务院新闻办就工业和信息化发展情况举行发布会"
+    assert doc.title == title.text
+
+
+def test_boilerplate_lines_are_dropped():
+    doc = seed("001")
+    texts = [p.text for p in segment(doc)]
+    assert not any("分享到" in t or "字体" in t or "打印" == t for t in texts)
+    assert not any(t.startswith("2021-03-03") for t in texts)
+    assert is_boilerplate("【字体：大 中 小】 打印") and is_boilerplate("时间:2022-11-30 | 来源:工业和信息化部")
+    assert not is_boilerplate("推动中小企业数字化转型。")
+
+
+def test_speaker_lines_set_the_speaker_of_following_paragraphs():
+    doc = seed("001")
+    paragraphs = segment(doc)
+    speaker_lines = [p for p in paragraphs if p.kind == "speaker"]
+    assert any(p.text == "工业和信息化部部长 肖亚庆:" for p in speaker_lines)
+    after = paragraphs[paragraphs.index(speaker_lines[1]) + 1]
+    assert after.kind == "body" and after.speaker == "工业和信息化部部长 肖亚庆"
+    assert speaker_of("中央广播电视总台央视记者:") == "中央广播电视总台央视记者"
+    assert speaker_of("以下是回复全文:") is None
+
+
+def test_headings_are_units_and_context_of_the_paragraphs_below():
+    text = (
+        "关于推动中小企业发展的通知\n"
+        "一、总体要求\n"
+        "坚持问题导向，聚焦中小企业发展中的突出困难。\n"
+        "（一）加强融资支持\n"
+        "1. 扩大信贷投放\n"
+        "鼓励银行加大对小微企业的信贷投放力度，降低融资成本。\n"
+        "二、保障措施\n"
+        "各地要加强组织领导。\n"
+    )
+    paragraphs = segment(_doc(text))
+    kinds = [p.kind for p in paragraphs]
+    assert kinds == ["title", "heading", "body", "heading", "heading", "body", "heading", "body"]
+    assert paragraphs[5].headings == ("一、总体要求", "（一）加强融资支持", "1. 扩大信贷投放")
+    assert paragraphs[7].headings == ("二、保障措施",)
+    assert heading_level("（二）深挖市场潜能") == 2
+    assert heading_level("（二）深挖市场潜能扩大消费需求。进一步扩大汽车消费。") is None
+
+
+def test_overlong_paragraph_is_cut_at_sentence_ends_with_run_in_title_as_context():
+    sentence = "推动工业企业开展节能降碳改造，提高能源利用效率。"
+    text = "（四）推进绿色制造。" + sentence * 40
+    paragraphs = segment(_doc(text), SegmentConfig(max_chars=200))
+    assert len(paragraphs) > 4
+    assert all(len(p.original) <= 200 for p in paragraphs)
+    assert all(p.original.endswith("。") for p in paragraphs)
+    assert paragraphs[1].headings[-1] == "（四）推进绿色制造"
+    assert "".join(p.original for p in paragraphs) == text
+
+
+def test_sentence_split_keeps_closing_quotes():
+    text = "他说：“要稳住产业链。”随后离开。"
+    spans = split_sentences(text)
+    assert [text[a:b] for a, b in spans] == ["他说：“要稳住产业链。”", "随后离开。"]
+
+
+def test_empty_document_gives_no_paragraphs():
+    assert segment(_doc("\n \n\u3000\n")) == []
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="max_chars"):
+        SegmentConfig(max_chars=5)
