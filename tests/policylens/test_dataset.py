@@ -1,0 +1,95 @@
+import json
+
+import pytest
+
+from policylens.dataset import SplitConfig, build_dataset, load_labelled, split_by_document
+from policylens.io import InputError
+from policylens.paths import SEED_ANNOTATIONS_PATH
+from policylens.taxonomy import Taxonomy
+
+LABELS = ["5g", "sme", "carbon", "supply_chain"]
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def synthetic_rows(n_docs=60, per_doc=5):
+    rows = []
+    for d in range(n_docs):
+        for i in range(per_doc):
+            labels = [LABELS[(d + i) % 4]] if (d * per_doc + i) % 3 else []
+            rows.append({"id": f"doc{d}#{i}", "doc_id": f"doc{d}", "text": f"第{d}号文件第{i}段。", "labels": labels})
+    return rows
+
+
+@pytest.fixture
+def taxonomy():
+    return Taxonomy.load()
+
+
+def test_splits_never_share_a_document_and_are_deterministic(tmp_path, taxonomy):
+    path = write(tmp_path / "a.jsonl", synthetic_rows())
+    rows = load_labelled([path], taxonomy)
+    first = split_by_document(rows, SplitConfig(seed=1))
+    docs = {name: {r["doc_id"] for r in split} for name, split in first.items()}
+    assert not (docs["train"] & docs["dev"] or docs["train"] & docs["test"] or docs["dev"] & docs["test"])
+    assert sum(len(s) for s in first.values()) == len(rows)
+    again = split_by_document(list(reversed(rows)), SplitConfig(seed=1))
+    assert {k: sorted(r["id"] for r in v) for k, v in first.items()} == {
+        k: sorted(r["id"] for r in v) for k, v in again.items()
+    }
+    for name in ("dev", "test"):  # every label reaches the small splits
+        assert {l for r in first[name] for l in r["labels"]} == set(LABELS)
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"id": "x#0", "text": "中小企业", "labels": ["smes"]}, "unknown label"),
+        ({"id": "x#0", "text": "  ", "labels": []}, "empty text"),
+        ({"id": "", "text": "文本", "labels": []}, "missing or empty 'id'"),
+        ({"id": "x#0", "text": "文本", "labels": "sme"}, "must be a list"),
+    ],
+)
+def test_bad_rows_are_rejected_with_file_and_line(tmp_path, taxonomy, row, message):
+    path = write(tmp_path / "bad.jsonl", [{"id": "ok#0", "text": "好的段落。", "labels": []}, row])
+    with pytest.raises(InputError, match=message) as err:
+        load_labelled([path], taxonomy)
+    assert f"{path}:2" in str(err.value)
+
+
+def test_duplicate_ids_across_files_name_both_places(tmp_path, taxonomy):
+    a = write(tmp_path / "a.jsonl", [{"id": "d#0", "text": "一", "labels": []}])
+    b = write(tmp_path / "b.jsonl", [{"id": "d#0", "text": "二", "labels": []}])
+    with pytest.raises(InputError, match="duplicate id") as err:
+        load_labelled([a, b], taxonomy)
+    assert f"{b}:1" in str(err.value) and f"{a}:1" in str(err.value)
+
+
+def test_build_dataset_gives_multi_hot_targets(tmp_path, taxonomy):
+    path = write(tmp_path / "a.jsonl", synthetic_rows())
+    ds = build_dataset([path], taxonomy)
+    assert set(ds) == {"train", "dev", "test"}
+    row = next(r for r in ds["train"] if r["labels"])
+    assert row["targets"][taxonomy.index(row["labels"][0])] == 1.0 and sum(row["targets"]) == len(row["labels"])
+
+
+def test_seed_annotations_cover_every_seed_paragraph(taxonomy):
+    from pathlib import Path
+
+    from policylens.document import Document
+    from policylens.segment import segment
+
+    rows = load_labelled([SEED_ANNOTATIONS_PATH], taxonomy)
+    by_id = {r["id"]: r for r in rows}
+    seeds = sorted((Path(__file__).resolve().parents[2] / "seeds").glob("*.txt"))
+    assert len(seeds) == 5
+    n = 0
+    for path in seeds:
+        for p in segment(Document(id=path.stem, text=path.read_text(encoding="utf-8"))):
+            assert p.id in by_id, f"{p.id} is not annotated"
+            assert by_id[p.id]["text"] == p.text, f"{p.id}: annotation text differs from segmentation"
+            n += 1
+    assert n == len(rows)
