@@ -1,0 +1,37 @@
+"""Shared pieces of the readers: the error type and what a format reader returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from policylens.io import InputError
+
+
+class IngestError(InputError):
+    """A file (or one JSONL row) that could not be read; names where and why.
+
+    `path` is always the file as given; `line` is set for a JSONL row so that
+    callers can still open the file, while str() reads "corpus.jsonl:12: reason".
+    """
+
+    def __init__(self, path: str | Path, reason: str, line: int | None = None) -> None:
+        super().__init__(str(path), reason, line)  # args match __init__: picklable
+        self.path = str(path)
+        self.reason = reason
+        self.line = line
+
+    @property
+    def location(self) -> str:
+        return self.path if self.line is None else f"{self.path}:{self.line}"
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.reason}"
+
+
+class Extracted(NamedTuple):
+    """What a format reader found: text with one logical paragraph per line."""
+
+    text: str
+    title: str | None
+    meta: dict[str, Any]
