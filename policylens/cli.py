@@ -1,0 +1,144 @@
+"""The one `policylens` command; each sub-command is a thin wrapper over a library function."""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Tag, summarise and serve Chinese industrial-policy documents, offline.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _mount_subcommands() -> None:
+    """Sub-apps live next to the code they drive; mount the ones that are installed."""
+    from training.backbone import cli as backbone_cli
+
+    app.add_typer(backbone_cli, name="backbone")
+
+
+def _paragraph_table(document, known: dict[str, list[str]]) -> Table:
+    view = Table(title=f"{document.id}  {document.title or ''}", expand=True)
+    view.add_column("id", no_wrap=True)
+    view.add_column("kind")
+    view.add_column("labels")
+    view.add_column("text", ratio=1, no_wrap=True, overflow="ellipsis")
+    for paragraph in document.paragraphs:
+        labels = known.get(paragraph.text)
+        shown = "?" if labels is None else (", ".join(labels) or "-")
+        view.add_row(paragraph.id, paragraph.kind, shown, paragraph.text[:60])
+    return view
+
+
+@app.command()
+def segment(
+    inputs: list[str] = typer.Argument(..., help="Files, folders, globs, JSON Lines corpora, or - for stdin."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write paragraphs as JSON Lines here."),
+    table: bool = typer.Option(False, "--table", help="Print a table of paragraphs (with seed labels when known)."),
+    max_chars: int = typer.Option(400, help="Cut longer paragraphs at sentence ends."),
+    text_field: str = typer.Option("text", help="Text field of JSON Lines inputs."),
+) -> None:
+    """Read documents and split them into labelled-ready paragraphs."""
+    from policylens.ingest import IngestError, iter_inputs
+    from policylens.io import atomic_write, read_jsonl
+    from policylens.paths import SEED_ANNOTATIONS_PATH
+    from policylens.segment import SegmentConfig, segment as segment_document
+
+    config = SegmentConfig(max_chars=max_chars)
+    known: dict[str, list[str]] = {}
+    if table and SEED_ANNOTATIONS_PATH.exists():
+        known = {row["text"]: row["labels"] for _, row in read_jsonl(SEED_ANNOTATIONS_PATH)}
+
+    n_docs = n_paragraphs = n_errors = 0
+    with ExitStack() as stack:
+        handle = stack.enter_context(atomic_write(out)) if out else None
+        for item in iter_inputs(inputs, text_field=text_field):
+            if isinstance(item, IngestError):
+                n_errors += 1
+                err_console.print(f"[yellow]skipped[/yellow] {item}")
+                continue
+            paragraphs = segment_document(item, config)
+            n_docs += 1
+            n_paragraphs += len(paragraphs)
+            if handle:
+                for paragraph in paragraphs:
+                    handle.write(json.dumps(paragraph.to_dict(), ensure_ascii=False) + "\n")
+            if table:
+                console.print(_paragraph_table(item, known))
+    console.print(f"{n_docs} documents, {n_paragraphs} paragraphs, {n_errors} skipped")
+    if n_docs == 0:
+        raise typer.Exit(1)
+
+
+DEFAULT_TAGGER = "models/taggers/default"
+
+
+def _splits(data: list[Path] | None, silver: bool, dev: float, test: float, seed: int):
+    from policylens.dataset import SplitConfig, default_sources, load_labelled, split_by_document
+    from policylens.taxonomy import Taxonomy
+
+    taxonomy = Taxonomy.load()
+    sources = default_sources(include_silver=silver) + list(data or [])
+    rows = load_labelled(sources, taxonomy)
+    splits = split_by_document(rows, SplitConfig(dev=dev, test=test, seed=seed))
+    for row in (r for split in splits.values() for r in split):
+        row["targets"] = taxonomy.multi_hot(row["labels"])
+    console.print(f"data: {', '.join(str(s) for s in sources)}")
+    console.print("splits: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    return taxonomy, splits
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(Path(DEFAULT_TAGGER), "--out", "-o", help="Model directory to write."),
+    data: Optional[list[Path]] = typer.Option(None, "--data", help="Extra labelled JSON Lines files."),
+    silver: bool = typer.Option(True, help="Include ../shared/data/train_silver.jsonl when present."),
+    backbone: Optional[str] = typer.Option(None, help="Local dir or hub id (default: converted multilingual-e5-small)."),
+    epochs: int = typer.Option(4),
+    batch_size: int = typer.Option(16),
+    learning_rate: float = typer.Option(5e-5),
+    max_length: int = typer.Option(256),
+    freeze_embeddings: bool = typer.Option(True, help="Freeze the word embeddings (much faster on CPU)."),
+    freeze_layers: int = typer.Option(0, help="Also freeze the lowest N transformer layers."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after N optimiser steps (smoke runs)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
+    seed: int = typer.Option(13),
+) -> None:
+    """Fine-tune the paragraph tagger; writes a self-describing model directory."""
+    from policylens.io import InputError
+    from training.tagger import TaggerConfig, train_tagger
+
+    try:
+        taxonomy, splits = _splits(data, silver, 0.1, 0.15, seed)
+        config = TaggerConfig(
+            backbone=backbone, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            max_length=max_length, freeze_embeddings=freeze_embeddings, freeze_layers=freeze_layers,
+            max_steps=max_steps, seed=seed,
+        )
+        result = train_tagger(splits, taxonomy, out, config, resume=resume)
+    except (InputError, ValueError) as err:
+        _fail(str(err))
+    console.print(f"saved {result.model_dir} in {result.seconds / 60:.1f} min")
+    for split, report in result.metrics.items():
+        console.print(f"{split}: macro-F1 {report['macro_f1']:.4f}  micro-F1 {report['micro_f1']:.4f}")
+
+
+_mount_subcommands()
+
+if __name__ == "__main__":
+    app()
