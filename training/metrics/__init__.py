@@ -1,0 +1,57 @@
+"""Project-local `evaluate` metrics (the hub's scripts are unreachable offline).
+
+Each metric is a directory `<name>/<name>.py`; `evaluate.load(<dir>)` imports it
+from disk, so it works with HF_HUB_OFFLINE=1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+METRICS_DIR = Path(__file__).resolve().parent
+METRIC_NAMES = ("multilabel_f1", "char_rouge")
+
+
+def metric_dir(name: str) -> Path:
+    if name not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {name!r}; choose from {METRIC_NAMES}")
+    return METRICS_DIR / name
+
+
+def load_metric(name: str, **kwargs):
+    """`evaluate.load` of a local metric module ("multilabel_f1" or "char_rouge"); kwargs go to evaluate.load.
+
+    `import evaluate` is deferred to here: it pulls in transformers and torch (seconds).
+    """
+    import evaluate
+
+    return evaluate.load(str(metric_dir(name)), **kwargs)
+
+
+@lru_cache(maxsize=1)
+def _multilabel_metric():
+    return load_metric("multilabel_f1", keep_in_memory=True)  # no arrow cache files shared with other processes
+
+
+def multilabel_report(y_true, y_pred, label_names: Sequence[str]) -> dict:
+    """The multilabel_f1 metric's result for multi-hot arrays (one source of truth for the numbers)."""
+    y_true = np.asarray(y_true).astype(int).tolist()
+    y_pred = np.asarray(y_pred).astype(int).tolist()
+    return _multilabel_metric().compute(predictions=y_pred, references=y_true, label_names=list(label_names))
+
+
+def markdown_table(reports: dict[str, dict], label_names: Sequence[str]) -> str:
+    """Systems side by side: per-label F1 rows, then macro-F1, micro-F1 and exact match."""
+    systems = list(reports)
+    lines = ["| metric | " + " | ".join(systems) + " |", "|---|" + "---:|" * len(systems)]
+    for name in label_names:
+        support = next((r["per_label"][name]["support"] for r in reports.values() if name in r["per_label"]), None)
+        cells = [f"{r['per_label'][name]['f1']:.3f}" if name in r["per_label"] else "-" for r in reports.values()]
+        lines.append(f"| F1 {name} (n={support}) | " + " | ".join(cells) + " |")
+    for key, title in (("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"), ("exact_match", "exact match")):
+        lines.append(f"| {title} | " + " | ".join(f"{r[key]:.3f}" for r in reports.values()) + " |")
+    return "\n".join(lines)
