@@ -138,6 +138,38 @@ def train(
         console.print(f"{split}: macro-F1 {report['macro_f1']:.4f}  micro-F1 {report['micro_f1']:.4f}")
 
 
+@app.command()
+def evaluate(
+    model: Path = typer.Option(Path(DEFAULT_TAGGER), "--model", "-m", help="Tagger directory to evaluate."),
+    data: Optional[list[Path]] = typer.Option(None, "--data", help="Extra labelled JSON Lines files (as in training)."),
+    silver: bool = typer.Option(True, help="Include ../shared/data/train_silver.jsonl when present."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for evaluation.json/.md (default: the model dir)."),
+    baselines: bool = typer.Option(True, help="Also fit and score the TF-IDF and keyword baselines."),
+    seed: int = typer.Option(13),
+) -> None:
+    """Score the tagger and the baselines on the same test split; write JSON and a Markdown table."""
+    from inference.model_dir import TaggerMeta
+    from policylens.io import InputError
+    from training.evaluate import evaluate_all, write_reports
+    from training.metrics import markdown_table
+    from training.tagger import data_fingerprint
+
+    try:
+        taxonomy, splits = _splits(data, silver, 0.1, 0.15, seed)
+        has_model = (model / "policylens.json").exists()
+        if not has_model and not baselines:
+            _fail(f"{model}: no trained tagger there; run `policylens train` first")
+        if has_model and TaggerMeta.load(model).data.get("fingerprint") != data_fingerprint(splits):
+            err_console.print(f"[yellow]warning:[/yellow] {model} was trained on different data or splits")
+        systems = ("bert",) * has_model + (("tfidf", "keyword") if baselines else ())
+        reports = evaluate_all(splits, taxonomy, model if has_model else None, systems)
+    except (InputError, ValueError) as err:
+        _fail(str(err))
+    console.print(markdown_table(reports, taxonomy.ids))
+    json_path, md_path = write_reports(reports, taxonomy, out or (model if has_model else Path("out")))
+    console.print(f"wrote {json_path} and {md_path}")
+
+
 _mount_subcommands()
 
 if __name__ == "__main__":

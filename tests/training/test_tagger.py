@@ -1,0 +1,150 @@
+"""End-to-end tagger training on the tiny backbone (seconds), plus the slow real-backbone check."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.model_dir import TaggerMeta
+from inference.predictor import Predictor
+from policylens.taxonomy import Taxonomy
+from training.tagger import LowerLayerCache, TaggerConfig, load_for_training, train_tagger
+
+TOPICS = {
+    "5g": ["加快5G基站和千兆光网建设，扩大网络覆盖。", "推进5G网络共建共享，提升信息通信服务能力。"],
+    "sme": ["加大对中小企业的融资支持，降低小微企业成本。", "培育专精特新中小企业，支持民营企业发展。"],
+    "carbon": ["推动工业节能降碳，建设绿色工厂。", "实施碳达峰行动，提高能源利用效率。"],
+    "supply_chain": ["提升产业链供应链韧性和安全水平。", "实施强链补链行动，保障重点产业链稳定。"],
+}
+NONE = ["召开新闻发布会介绍有关情况。", "会议由主任主持，各部门负责人出席。"]
+
+
+def make_splits(taxonomy: Taxonomy) -> dict[str, list[dict]]:
+    splits: dict[str, list[dict]] = {"train": [], "dev": [], "test": []}
+    for d in range(24):
+        split = "train" if d < 16 else ("dev" if d < 20 else "test")
+        for label, texts in TOPICS.items():
+            for i, text in enumerate(texts):
+                labels = [label]
+                splits[split].append({"id": f"d{d}#{label}{i}", "doc_id": f"d{d}", "source": "t", "text": text, "labels": labels})
+        for i, text in enumerate(NONE):
+            splits[split].append({"id": f"d{d}#n{i}", "doc_id": f"d{d}", "source": "t", "text": text, "labels": []})
+        both = TOPICS["sme"][0] + TOPICS["supply_chain"][0]
+        splits[split].append({"id": f"d{d}#b", "doc_id": f"d{d}", "source": "t", "text": both, "labels": ["sme", "supply_chain"]})
+    for rows in splits.values():
+        for row in rows:
+            row["targets"] = taxonomy.multi_hot(row["labels"])
+    return splits
+
+
+def tiny_config(backbone: Path, **kw) -> TaggerConfig:
+    base = dict(backbone=str(backbone), epochs=6, batch_size=8, learning_rate=3e-3, head_learning_rate=3e-3,
+                freeze_embeddings=False, freeze_layers=0, max_length=64, stride=16, patience=10, num_threads=1)
+    base.update(kw)
+    return TaggerConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_backbone_dir, tmp_path_factory):
+    taxonomy = Taxonomy.load()
+    splits = make_splits(taxonomy)
+    out = tmp_path_factory.mktemp("tagger") / "model"
+    result = train_tagger(splits, taxonomy, out, tiny_config(tiny_backbone_dir), progress=False)
+    return result, splits
+
+
+def test_training_learns_and_writes_a_self_describing_model(trained):
+    result, splits = trained
+    model_dir = result.model_dir
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "policylens.json", "metrics.json", "README.md"):
+        assert (model_dir / name).exists(), name
+    assert not list(model_dir.glob("*.bin")) and not list(model_dir.glob("*.pt"))
+    meta = TaggerMeta.load(model_dir)
+    assert meta.taxonomy.ids == ["5g", "sme", "carbon", "supply_chain"]
+    assert len(meta.thresholds) == 4 and all(0 < t < 1 for t in meta.thresholds)
+    assert len(meta.data["fingerprint"]) == 64 and meta.data["sizes"]["train"] == len(splits["train"])
+    assert meta.training["config"]["epochs"] == 6
+    assert result.metrics["test"]["macro_f1"] >= 0.8, result.metrics["test"]  # chance is about 0.4
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert "macro" in (model_dir / "README.md").read_text(encoding="utf-8").lower()
+
+
+def test_predictor_tags_unseen_wording_and_pools_long_paragraphs(trained):
+    result, _ = trained
+    predictor = Predictor(result.model_dir, num_threads=1)
+    tags = predictor.predict(["支持中小企业和小微企业融资。", "会议由主任主持。"])
+    assert "sme" in tags[0].labels and tags[1].labels == []
+    filler = "会议由主任主持。" * 16  # longer than one window on its own
+    long_text = filler + TOPICS["carbon"][0] * 3  # the carbon text only appears after the first window
+    assert len(predictor.tokenizer("passage: " + filler)["input_ids"]) > predictor.meta.max_length
+    only_filler, with_carbon = predictor.predict([filler, long_text])
+    assert with_carbon.scores["carbon"] > only_filler.scores["carbon"] + 0.3  # a truncating tagger would see no difference
+
+
+def test_cached_lower_layers_give_the_same_logits_as_the_full_model(tiny_backbone_dir):
+    import torch
+
+    taxonomy = Taxonomy.load()
+    config = tiny_config(tiny_backbone_dir, freeze_embeddings=True, freeze_layers=1)
+    tokenizer, model = load_for_training(str(tiny_backbone_dir), taxonomy, config)
+    assert LowerLayerCache.supports(model, config)
+    model.eval()
+    texts = ["加快5G基站建设。", "培育专精特新中小企业，支持民营企业发展，降低融资成本。"]
+    windows = [tokenizer(t)["input_ids"] for t in texts]
+    cache = LowerLayerCache(model, 1)
+    cached = cache.window_logits(cache.encode(windows, tokenizer.pad_token_id))
+    with torch.inference_mode():
+        full = np.stack([model(input_ids=torch.tensor([w])).logits[0].numpy() for w in windows])
+    np.testing.assert_allclose(cached, full, atol=1e-5)
+
+
+def test_resume_continues_from_the_checkpoint(tiny_backbone_dir, tmp_path, monkeypatch):
+    import training.tagger as tagger
+
+    taxonomy = Taxonomy.load()
+    splits = make_splits(taxonomy)
+    out = tmp_path / "model"
+    calls = {"n": 0}
+    real = tagger._save_checkpoint
+
+    def crash_after_first_checkpoint(*args, **kwargs):
+        real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-training
+
+    monkeypatch.setattr(tagger, "_save_checkpoint", crash_after_first_checkpoint)
+    config = tiny_config(tiny_backbone_dir, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_tagger(splits, taxonomy, out, config, progress=False)
+    assert not out.exists()  # nothing half-written where the model goes
+    state = json.loads((tmp_path / ".model.work" / "checkpoint" / "state.json").read_text())
+    assert state["step"] > 0
+    monkeypatch.setattr(tagger, "_save_checkpoint", real)
+    result = train_tagger(splits, taxonomy, out, config, resume=True, progress=False)
+    assert result.history[0]["step"] <= state["step"] < result.history[-1]["step"]
+    assert (out / "policylens.json").exists() and not (tmp_path / ".model.work").exists()
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError):
+        TaggerConfig(epochs=0)
+    with pytest.raises(ValueError):
+        TaggerConfig(learning_rate=2.0)
+
+
+@pytest.mark.slow
+def test_real_backbone_loss_falls_in_a_few_steps(tmp_path):
+    from policylens.dataset import default_sources, load_labelled, split_by_document
+
+    taxonomy = Taxonomy.load()
+    rows = load_labelled(default_sources(include_silver=False), taxonomy)
+    splits = split_by_document(rows)
+    for row in (r for s in splits.values() for r in s):
+        row["targets"] = taxonomy.multi_hot(row["labels"])
+    config = TaggerConfig(epochs=1, max_steps=12, batch_size=8, evals_per_epoch=3, learning_rate=1e-4)
+    result = train_tagger(splits, taxonomy, tmp_path / "m", config, progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0]
