@@ -1,0 +1,1 @@
+"""Inference: load a trained model once, tag and summarise documents, serve them."""

@@ -1,0 +1,1 @@
+"""Training: backbone conversion, tagger and summariser training, evaluation."""
