@@ -27,9 +27,12 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _mount_subcommands() -> None:
     """Sub-apps live next to the code they drive; mount the ones that are installed."""
+    from inference import serve_cli, summarize_cli, tag_cli
     from training.backbone import cli as backbone_cli
 
     app.add_typer(backbone_cli, name="backbone")
+    for module in (summarize_cli, tag_cli, serve_cli):
+        module.register(app)
 
 
 def _paragraph_table(document, known: dict[str, list[str]]) -> Table:
@@ -114,7 +117,7 @@ def train(
     learning_rate: float = typer.Option(5e-5),
     max_length: int = typer.Option(256),
     freeze_embeddings: bool = typer.Option(True, help="Freeze the word embeddings (much faster on CPU)."),
-    freeze_layers: int = typer.Option(0, help="Also freeze the lowest N transformer layers."),
+    freeze_layers: int = typer.Option(8, help="Freeze (and cache) the lowest N transformer layers; 0 trains all."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after N optimiser steps (smoke runs)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
     seed: int = typer.Option(13),
