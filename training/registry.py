@@ -1,0 +1,322 @@
+"""The model registry: immutable version dirs, a gate, and an atomically switched CURRENT pointer.
+
+Layout under `models/registry/`:
+
+  v0001/ v0002/ ...   complete tagger dirs (loadable by Predictor) + registry.json
+                      (+ report.md/report.json from retraining)
+  CURRENT             the served version's name; replaced with os.replace, so a
+                      server watching it (`policylens serve --registry`) only ever
+                      reads a whole name, and only of a fully registered version
+  history.jsonl       promote / rollback events (rollback pops the promotion stack)
+  splits.json         document -> split of every document ever trained on; the
+                      test documents recorded on first training never move
+  .staging-<pid>-*    a training in progress (or the leftovers of a killed one)
+
+A version appears only by renaming a finished staging dir (one atomic step),
+so a crash mid-training leaves CURRENT and every version untouched.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from policylens.io import InputError, atomic_write, read_jsonl, write_json
+from policylens.paths import MODELS_DIR
+
+DEFAULT_REGISTRY_DIR = MODELS_DIR / "registry"
+CURRENT_FILE = "CURRENT"
+HISTORY_FILE = "history.jsonl"
+SPLITS_FILE = "splits.json"
+INFO_FILE = "registry.json"
+LOCK_FILE = "LOCK"
+_VERSION = re.compile(r"^v(\d{4,})$")
+_PID = re.compile(r"staging-(\d+)-")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class GateConfig:
+    """Promotion margins, in absolute F1 on the fixed test split."""
+
+    max_macro_drop: float = 0.01
+    max_domain_drop: float = 0.03
+    require_new_learned: bool = True
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.max_macro_drop <= 1 and 0 <= self.max_domain_drop <= 1):
+            raise ValueError("gate margins must be in [0, 1]")
+
+
+@dataclass
+class GateDecision:
+    promote: bool
+    reasons: list[str] = field(default_factory=list)  # why not (or notes when promoted)
+    checks: list[dict] = field(default_factory=list)  # every comparison made, passed or not
+
+    def to_dict(self) -> dict:
+        return {"promote": self.promote, "reasons": self.reasons, "checks": self.checks}
+
+
+def _macro(report: dict, labels: list[str]) -> float:
+    """Macro-F1 over `labels` that have test support (as the multilabel_f1 metric averages)."""
+    present = [l for l in labels if report["per_label"].get(l, {}).get("support", 0) > 0] or labels
+    values = [report["per_label"].get(l, {}).get("f1", 0.0) for l in present]
+    return float(sum(values) / len(values)) if values else 0.0
+
+
+def gate(
+    old_test: dict | None,
+    new_test: dict,
+    old_domains: list[str],
+    *,
+    old_new_dev: dict | None = None,
+    new_new_dev: dict | None = None,
+    config: GateConfig | None = None,
+) -> GateDecision:
+    """Promote only if old domains keep their F1 on the fixed test split and the new data is learned.
+
+    The macro check averages over the *old* domains only, so a gain on a new
+    domain cannot hide a loss on an old one. Reports are multilabel_f1 results
+    (old and new model scored on the same rows); `*_new_dev` are scores on the
+    dev rows that are new since the old model's data version.
+    """
+    config = config or GateConfig()
+    if old_test is None:
+        return GateDecision(True, ["no current model: the first version is promoted"], [])
+    reasons: list[str] = []
+    checks: list[dict] = []
+    old_macro, new_macro = _macro(old_test, old_domains), _macro(new_test, old_domains)
+    ok = old_macro - new_macro <= config.max_macro_drop + 1e-9
+    checks.append({"check": "macro_f1_old_domains", "old": round(old_macro, 4), "new": round(new_macro, 4),
+                   "max_drop": config.max_macro_drop, "passed": ok})
+    if not ok:
+        reasons.append(f"macro-F1 over the old domains fell {old_macro:.3f} -> {new_macro:.3f} on the fixed test split "
+                       f"(drop {old_macro - new_macro:.3f} > margin {config.max_macro_drop})")
+    for label in old_domains:
+        support = new_test["per_label"].get(label, {}).get("support", 0)
+        if support == 0:
+            continue
+        old_f1, new_f1 = old_test["per_label"][label]["f1"], new_test["per_label"][label]["f1"]
+        ok = old_f1 - new_f1 <= config.max_domain_drop + 1e-9
+        checks.append({"check": f"f1_{label}", "old": round(old_f1, 4), "new": round(new_f1, 4),
+                       "support": support, "max_drop": config.max_domain_drop, "passed": ok})
+        if not ok:
+            reasons.append(f"domain {label!r} F1 fell {old_f1:.3f} -> {new_f1:.3f} on the fixed test split "
+                           f"(drop {old_f1 - new_f1:.3f} > margin {config.max_domain_drop})")
+    if config.require_new_learned:
+        if old_new_dev is None or new_new_dev is None:
+            checks.append({"check": "new_data_learned", "passed": True, "note": "no new dev rows: not checked"})
+        else:
+            old_f1, new_f1 = old_new_dev["micro_f1"], new_new_dev["micro_f1"]
+            ok = new_f1 > old_f1 or new_f1 >= 0.999
+            checks.append({"check": "new_data_learned", "old": round(old_f1, 4), "new": round(new_f1, 4),
+                           "rows": new_new_dev.get("n"), "passed": ok})
+            if not ok:
+                reasons.append(f"the new data is not learned: micro-F1 on its dev rows {old_f1:.3f} (old model) -> "
+                               f"{new_f1:.3f} (new model), no improvement")
+    return GateDecision(not reasons, reasons, checks)
+
+
+@dataclass
+class VerifyReport:
+    leftovers: list[Path] = field(default_factory=list)  # dead staging/temp entries (removed when cleaned)
+    in_progress: list[Path] = field(default_factory=list)  # staging of a live process: left alone
+    broken: list[str] = field(default_factory=list)  # versions or pointer that cannot be served
+    cleaned: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.broken and (self.cleaned or not self.leftovers)
+
+
+class Registry:
+    """Model versions under `root`; `current_dir()` is what a server should load."""
+
+    def __init__(self, root: str | Path = DEFAULT_REGISTRY_DIR) -> None:
+        self.root = Path(root)
+
+    # -- reading --------------------------------------------------------------
+
+    def versions(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        names = [p.name for p in self.root.iterdir() if _VERSION.match(p.name) and (p / INFO_FILE).exists()]
+        return sorted(names, key=lambda n: int(_VERSION.match(n).group(1)))  # type: ignore[union-attr]
+
+    def path(self, version: str) -> Path:
+        return self.root / version
+
+    def info(self, version: str) -> dict:
+        path = self.path(version) / INFO_FILE
+        if not path.exists():
+            raise InputError(f"{self.root}: no registered version {version!r} (have {self.versions()})")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def current(self) -> str | None:
+        pointer = self.root / CURRENT_FILE
+        if not pointer.exists():
+            return None
+        name = pointer.read_text(encoding="utf-8").strip()
+        return name or None
+
+    def current_dir(self) -> Path | None:
+        name = self.current()
+        return self.path(name) if name else None
+
+    def history(self) -> list[dict]:
+        path = self.root / HISTORY_FILE
+        return [event for _, event in read_jsonl(path)] if path.exists() else []
+
+    # -- writing --------------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / LOCK_FILE, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A not-yet-existing path inside the registry to train into; removed (with its siblings) on failure."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f".staging-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            yield path
+        except BaseException:
+            self._remove_staging(path)
+            raise
+        self._remove_staging(path)  # registered versions were renamed away already
+
+    def _remove_staging(self, path: Path) -> None:
+        for entry in self.root.glob(f"*{path.name}*"):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+    def register(self, staged: Path, info: dict[str, Any]) -> str:
+        """Write registry.json into a complete staged model dir and rename it to the next version name."""
+        if not (staged / "policylens.json").exists() or not (staged / "model.safetensors").exists():
+            raise InputError(f"{staged}: not a complete tagger dir; refusing to register it")
+        with self.locked():
+            existing = [int(_VERSION.match(p.name).group(1)) for p in self.root.iterdir() if _VERSION.match(p.name)]  # type: ignore[union-attr]
+            name = f"v{max(existing, default=0) + 1:04d}"
+            write_json(staged / INFO_FILE, {"version": name, "created": _now(), **info})
+            os.rename(staged, self.path(name))  # the one step that makes a version exist
+        return name
+
+    def _set_current(self, name: str, action: str, previous: str | None, note: str = "") -> None:
+        with atomic_write(self.root / CURRENT_FILE) as handle:
+            handle.write(name + "\n")
+        os.chmod(self.root / CURRENT_FILE, 0o644)  # mkstemp's 0600 would hide it from a server running as another user
+        event = {"time": _now(), "action": action, "from": previous, "to": name, **({"note": note} if note else {})}
+        path = self.root / HISTORY_FILE
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        with atomic_write(path) as handle:
+            handle.write(old + json.dumps(event, ensure_ascii=False) + "\n")
+
+    def promote(self, version: str, note: str = "") -> None:
+        """Point CURRENT at `version` (any registered one: the gate advises, people decide)."""
+        from inference.model_dir import TaggerMeta
+
+        with self.locked():
+            self.info(version)
+            TaggerMeta.load(self.path(version))  # fails loudly on a dir that cannot be served
+            self._set_current(version, "promote", self.current(), note)
+
+    def _stack(self) -> list[str]:
+        stack: list[str] = []
+        for event in self.history():
+            if event["action"] == "promote":
+                stack.append(event["to"])
+            elif event["action"] == "rollback" and stack:
+                stack.pop()
+        return stack
+
+    def rollback(self) -> str:
+        """Return to the version promoted before the current one; repeated rollbacks go further back."""
+        with self.locked():
+            stack = self._stack()
+            if len(stack) < 2:
+                raise InputError(f"{self.root}: nothing to roll back to (promotion history: {stack})")
+            target = stack[-2]
+            self.info(target)
+            self._set_current(target, "rollback", stack[-1])
+            return target
+
+    # -- the fixed split ------------------------------------------------------
+
+    def split_assignments(self) -> dict[str, str]:
+        """doc_id -> split of every document a registered version was trained/tested on."""
+        path = self.root / SPLITS_FILE
+        return json.loads(path.read_text(encoding="utf-8"))["assignments"] if path.exists() else {}
+
+    def test_doc_ids(self) -> list[str]:
+        path = self.root / SPLITS_FILE
+        return json.loads(path.read_text(encoding="utf-8"))["test_doc_ids"] if path.exists() else []
+
+    def record_splits(self, assignments: dict[str, str], version: str) -> None:
+        """Add new documents' splits; known documents keep theirs (the test ids are fixed on first write)."""
+        with self.locked():
+            path = self.root / SPLITS_FILE
+            obj = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+            merged = dict(assignments)
+            if obj:
+                merged.update(obj["assignments"])
+            test_ids = obj["test_doc_ids"] if obj else sorted(d for d, s in assignments.items() if s == "test")
+            write_json(path, {"first_version": obj["first_version"] if obj else version, "updated": _now(),
+                              "test_doc_ids": test_ids, "assignments": dict(sorted(merged.items()))})
+
+    # -- consistency ----------------------------------------------------------
+
+    def verify(self, clean: bool = False) -> VerifyReport:
+        """Find (and with `clean`, remove) leftovers of killed trainings; flag versions that cannot be served."""
+        report = VerifyReport()
+        if not self.root.is_dir():
+            return report
+        for entry in sorted(self.root.iterdir()):
+            if entry.name.startswith("."):
+                match = _PID.search(entry.name)
+                if match and int(match.group(1)) != os.getpid() and _pid_alive(int(match.group(1))):
+                    report.in_progress.append(entry)
+                elif match and int(match.group(1)) == os.getpid():
+                    report.in_progress.append(entry)
+                else:
+                    report.leftovers.append(entry)
+            elif _VERSION.match(entry.name):
+                missing = [f for f in (INFO_FILE, "policylens.json", "model.safetensors") if not (entry / f).exists()]
+                if missing:
+                    report.broken.append(f"{entry.name}: missing {', '.join(missing)}")
+        current = self.current()
+        if current is not None and current not in self.versions():
+            report.broken.append(f"{CURRENT_FILE} names {current!r}, which is not a registered version")
+        if clean:
+            for entry in report.leftovers:
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            report.cleaned = True
+        return report

@@ -1,0 +1,212 @@
+"""`policylens add | suggest | retrain | models ...`: growing the data and the model (wired in with `register(app)`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from policylens.taxonomy import DEFAULT_TAXONOMY_PATH
+from training.registry import DEFAULT_REGISTRY_DIR
+from training.store import DEFAULT_STORE_DIR
+
+_STORE = typer.Option(DEFAULT_STORE_DIR, "--store", help="Label store folder (log.jsonl + manifest.json).")
+_TAXONOMY = typer.Option(DEFAULT_TAXONOMY_PATH, "--taxonomy", help="Taxonomy JSON file.")
+_REGISTRY = typer.Option(DEFAULT_REGISTRY_DIR, "--registry", help="Model registry folder.")
+_SILVER = typer.Option(True, "--silver/--no-silver", help="Read ../shared/data/train_silver.jsonl as a base source when present.")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _store(store: Path, taxonomy: Path, silver: bool, base: Optional[list[Path]] = None):
+    from policylens.dataset import default_sources
+    from training.store import LabelStore
+
+    sources = list(base) if base else default_sources(include_silver=silver)
+    return LabelStore(store, taxonomy_path=taxonomy, base_sources=sources)
+
+
+def add(
+    files: list[Path] = typer.Argument(..., help="JSON Lines (paragraphs, documents, corrections) or CSV (id,text,labels) files."),
+    new_label: Optional[str] = typer.Option(None, "--new-label", help="Add this domain id to the taxonomy first."),
+    description: str = typer.Option("", "--description", help="What the new domain covers (and what it does not)."),
+    name_zh: Optional[str] = typer.Option(None, "--name-zh", help="Chinese name of the new domain."),
+    name_en: Optional[str] = typer.Option(None, "--name-en", help="English name of the new domain."),
+    store: Path = _STORE,
+    taxonomy: Path = _TAXONOMY,
+    silver: bool = _SILVER,
+    base: Optional[list[Path]] = typer.Option(None, "--base", help="Base labelled files instead of seeds (+ silver)."),
+) -> None:
+    """Validate labelled paragraphs and append them to the versioned label store."""
+    from policylens.io import InputError
+    from policylens.taxonomy import Label
+
+    label = None
+    try:
+        if new_label is not None:
+            if not name_zh or not name_en:
+                _fail("--new-label needs --name-zh and --name-en")
+            label = Label(id=new_label, name_zh=name_zh, name_en=name_en, description=description)
+        report = _store(store, taxonomy, silver, base).add(files, new_label=label)
+    except (InputError, ValueError) as err:
+        _fail(str(err))
+    for dup in report.duplicates:
+        typer.echo(f"duplicate (skipped): {dup['where']} id {dup['id']} = existing {dup['existing_id']}", err=True)
+    for conflict in report.conflicts:
+        typer.echo(f"conflict (skipped): {conflict['where']} id {conflict['id']}: {conflict['reason']}; "
+                   f"new {conflict['labels']} vs existing {conflict['existing_id']} {conflict['existing_labels']}", err=True)
+    typer.echo(report.summary())
+
+
+def suggest(
+    inputs: list[str] = typer.Argument(..., help="Corpus: JSON Lines of documents, files, folders or globs."),
+    n: int = typer.Option(50, "--n", help="How many paragraphs to suggest."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Tagger dir [default: the registry's current version]."),
+    out: Path = typer.Option(Path("to_label.jsonl"), "--out", "-o", help="JSON Lines to fill in (labels: [])."),
+    weight: float = typer.Option(0.5, help="Uncertainty (1) vs diversity (0)."),
+    max_docs: Optional[int] = typer.Option(None, "--max-docs", help="Read at most this many documents."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the model."),
+    store: Path = _STORE,
+    taxonomy: Path = _TAXONOMY,
+    silver: bool = _SILVER,
+    registry: Path = _REGISTRY,
+) -> None:
+    """Rank unlabelled paragraphs by model uncertainty with diversity; write rows ready to label."""
+    from policylens.io import InputError
+    from training.registry import Registry
+    from training.suggest import SuggestConfig, suggest as run_suggest, write_suggestions
+
+    try:
+        model_dir = model or Registry(registry).current_dir()
+        if model_dir is None:
+            typer.echo("no model given and no current registry version: ranking by diversity only", err=True)
+        known = [row["text"] for row in _store(store, taxonomy, silver).rows()]
+        rows = run_suggest(inputs, model_dir, known, SuggestConfig(n=n, weight=weight, max_docs=max_docs), threads)
+    except (InputError, ValueError) as err:
+        _fail(str(err))
+    write_suggestions(rows, out)
+    typer.echo(f"wrote {len(rows)} paragraphs to label to {out}; fill in `labels`, then `policylens add {out}`")
+
+
+def retrain(
+    start: str = typer.Option("current", "--from", help="current (warm start, grows the head for new domains) | backbone."),
+    mix_old: float = typer.Option(1.0, "--mix-old", help="Fraction of old training documents mixed back in."),
+    promote: bool = typer.Option(True, "--promote/--no-promote", help="Promote automatically when the gate passes."),
+    max_macro_drop: float = typer.Option(0.01, help="Gate: largest allowed macro-F1 drop over old domains (test)."),
+    max_domain_drop: float = typer.Option(0.03, help="Gate: largest allowed F1 drop of any old domain (test)."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone for --from backbone (default: converted multilingual-e5-small)."),
+    epochs: int = typer.Option(4),
+    batch_size: int = typer.Option(16),
+    learning_rate: float = typer.Option(5e-5),
+    max_length: int = typer.Option(256),
+    freeze_layers: int = typer.Option(8, help="Freeze (and cache) the lowest N transformer layers."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after N optimiser steps (smoke runs)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads (leave cores to a server)."),
+    seed: int = typer.Option(13),
+    store: Path = _STORE,
+    taxonomy: Path = _TAXONOMY,
+    silver: bool = _SILVER,
+    base: Optional[list[Path]] = typer.Option(None, "--base", help="Base labelled files instead of seeds (+ silver)."),
+    registry: Path = _REGISTRY,
+) -> None:
+    """Train a new registry version on the store's data, gate it against the current one, maybe promote it."""
+    from policylens.dataset import SplitConfig
+    from policylens.io import InputError
+    from training.registry import GateConfig, Registry
+    from training.retrain import RetrainConfig, retrain as run_retrain
+    from training.tagger import TaggerConfig
+
+    try:
+        config = RetrainConfig(
+            start=start, mix_old=mix_old, promote=promote, split=SplitConfig(seed=seed),
+            gate=GateConfig(max_macro_drop=max_macro_drop, max_domain_drop=max_domain_drop),
+            tagger=TaggerConfig(backbone=backbone, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                                max_length=max_length, freeze_layers=freeze_layers, max_steps=max_steps,
+                                num_threads=threads, seed=seed),
+        )
+        result = run_retrain(_store(store, taxonomy, silver, base), Registry(registry), config)
+    except (InputError, ValueError) as err:
+        _fail(str(err))
+    state = "promoted" if result.promoted else "registered, NOT promoted"
+    typer.echo(f"{result.version}: {state}")
+    for reason in result.decision.reasons:
+        typer.echo(f"  - {reason}")
+    typer.echo(f"report: {result.model_dir / 'report.md'}")
+
+
+models = typer.Typer(help="The model registry: list, promote, roll back, verify.", no_args_is_help=True)
+
+
+@models.command("list")
+def list_versions(registry: Path = _REGISTRY) -> None:
+    """Registered versions, their gate decisions and which one is current."""
+    from training.registry import Registry
+
+    reg = Registry(registry)
+    current = reg.current()
+    if not reg.versions():
+        typer.echo(f"no versions in {registry}")
+        return
+    for name in reg.versions():
+        info = reg.info(name)
+        test = info.get("metrics", {}).get("new", {}).get("test", {})
+        gate = "gate passed" if info.get("gate", {}).get("promote") else "gate refused"
+        mark = "*" if name == current else " "
+        typer.echo(f"{mark} {name}  {info.get('created', '')}  data {info.get('data_version', '')}  "
+                   f"test macro-F1 {test.get('macro_f1', float('nan')):.3f}  {gate}  labels {','.join(info.get('labels', []))}")
+
+
+@models.command("promote")
+def promote(version: str = typer.Argument(..., help="Version to serve, e.g. v0003."), registry: Path = _REGISTRY) -> None:
+    """Point CURRENT at VERSION (atomically); a gate-refused version can be promoted deliberately."""
+    from policylens.io import InputError
+    from training.registry import Registry
+
+    try:
+        Registry(registry).promote(version, note="manual")
+    except InputError as err:
+        _fail(str(err))
+    typer.echo(f"CURRENT -> {version}")
+
+
+@models.command("rollback")
+def rollback(registry: Path = _REGISTRY) -> None:
+    """Point CURRENT back at the previously promoted version."""
+    from policylens.io import InputError
+    from training.registry import Registry
+
+    try:
+        target = Registry(registry).rollback()
+    except InputError as err:
+        _fail(str(err))
+    typer.echo(f"CURRENT -> {target}")
+
+
+@models.command("verify")
+def verify(registry: Path = _REGISTRY, clean: bool = typer.Option(False, "--clean", help="Remove dead leftovers.")) -> None:
+    """Check the registry: leftovers of killed trainings, unservable versions, a dangling CURRENT."""
+    from training.registry import Registry
+
+    report = Registry(registry).verify(clean=clean)
+    for path in report.leftovers:
+        typer.echo(f"leftover{' (removed)' if clean else ''}: {path}")
+    for path in report.in_progress:
+        typer.echo(f"in progress: {path}")
+    for problem in report.broken:
+        typer.echo(f"broken: {problem}")
+    if not report.ok:
+        raise typer.Exit(1)
+    typer.echo("registry ok")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `add`, `suggest`, `retrain` and the `models` sub-app to the policylens CLI."""
+    app.command("add")(add)
+    app.command("suggest")(suggest)
+    app.command("retrain")(retrain)
+    app.add_typer(models, name="models")
+

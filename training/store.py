@@ -1,0 +1,398 @@
+"""A versioned labelled-paragraph store: an append-only event log replayed into datasets.
+
+The seed annotations and the shared silver file stay where they are (read-only
+"base" sources); `policylens add` appends events to `<root>/log.jsonl`:
+
+  add        new labelled paragraphs (validated, de-duplicated by normalised text)
+  correct    new labels for existing paragraph ids (base or store)
+  new_label  a domain appended to the taxonomy
+
+Each event carries a timestamp, its source file, content hashes and a chained
+`version` (sha256 of the previous version + the event), so the dataset version
+is a hash of the log and any earlier version can be rebuilt by replaying the
+log up to it (`LabelStore.rows(version)`). `manifest.json` is derived from the
+log (counts per label and per source) and rewritten atomically after each add.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from policylens.chinese import normalize
+from policylens.dataset import default_sources, load_labelled
+from policylens.io import InputError, atomic_write, read_jsonl, write_json
+from policylens.paths import DATA_DIR
+from policylens.taxonomy import DEFAULT_TAXONOMY_PATH, Label, Taxonomy
+
+DEFAULT_STORE_DIR = DATA_DIR / "store"
+LOG_FILE = "log.jsonl"
+MANIFEST_FILE = "manifest.json"
+EMPTY_VERSION = "empty"
+EVENT_TYPES = ("add", "correct", "new_label")
+_MAX_ERRORS = 20
+
+
+def text_hash(text: str) -> str:
+    """Identity of a paragraph for duplicate detection: sha256 of its normalised text."""
+    return hashlib.sha256(normalize(text).encode("utf-8")).hexdigest()[:16]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def _chain(previous: str, event: dict) -> str:
+    body = {k: v for k, v in event.items() if k != "version"}
+    return hashlib.sha256(previous.encode() + b"\n" + _canonical(body)).hexdigest()[:16]
+
+
+@dataclass
+class Incoming:
+    """One parsed input row, before it is checked against the store."""
+
+    where: str  # file:line
+    id: str
+    text: str
+    labels: list[str]
+    doc_id: str = ""
+    source: str = ""
+    correction: bool = False
+
+
+@dataclass
+class AddReport:
+    """What an add did; duplicates and conflicts were skipped, never written."""
+
+    version: str
+    added: list[str] = field(default_factory=list)  # paragraph ids
+    corrected: list[str] = field(default_factory=list)
+    duplicates: list[dict] = field(default_factory=list)  # {where, id, existing_id}
+    conflicts: list[dict] = field(default_factory=list)  # {where, id, existing_id, labels, existing_labels, reason}
+    new_label: str | None = None
+
+    def summary(self) -> str:
+        parts = [f"{len(self.added)} added", f"{len(self.corrected)} corrected",
+                 f"{len(self.duplicates)} duplicates skipped", f"{len(self.conflicts)} conflicts skipped"]
+        if self.new_label:
+            parts.append(f"new label {self.new_label}")
+        return ", ".join(parts) + f"; dataset version {self.version}"
+
+
+# -- parsing ------------------------------------------------------------------
+
+
+def _split_labels(raw: str) -> list[str]:
+    return [part.strip() for part in raw.replace("|", ";").split(";") if part.strip()]
+
+
+def _labels_of(value: Any, where: str, errors: list[str]) -> list[str] | None:
+    if isinstance(value, str):  # tolerate "a;b" in JSON as in CSV
+        return _split_labels(value)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        errors.append(f"{where}: 'labels' must be a list of label ids (may be empty)")
+        return None
+    return [v.strip() for v in value]
+
+
+def parse_file(path: str | Path) -> tuple[list[Incoming], list[str]]:
+    """Rows of a JSON Lines or CSV file, and the format errors found (file:line: reason)."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return _parse_csv(path)
+    rows: list[Incoming] = []
+    errors: list[str] = []
+    for lineno, obj in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        if "paragraphs" in obj:  # a whole document with paragraph labels
+            doc_id = obj.get("doc_id")
+            paragraphs = obj.get("paragraphs")
+            if not isinstance(doc_id, str) or not doc_id.strip() or not isinstance(paragraphs, list):
+                errors.append(f"{where}: a document row needs 'doc_id' and a list 'paragraphs'")
+                continue
+            for i, para in enumerate(paragraphs):
+                text = para.get("text") if isinstance(para, dict) else None
+                labels = _labels_of(para.get("labels") if isinstance(para, dict) else None, f"{where} paragraph {i}", errors)
+                if not isinstance(text, str) or not text.strip():
+                    errors.append(f"{where}: paragraph {i} has no text")
+                    continue
+                if labels is not None:
+                    rows.append(Incoming(where, str(para.get("id") or f"{doc_id}#{i}"), text, labels, doc_id,
+                                         str(obj.get("source") or path.stem)))
+            continue
+        row_id = obj.get("id")
+        if not isinstance(row_id, str) or not row_id.strip():
+            errors.append(f"{where}: missing or empty 'id'")
+            continue
+        labels = _labels_of(obj.get("labels"), where, errors)
+        if labels is None:
+            continue
+        if obj.get("correction"):
+            rows.append(Incoming(where, row_id, "", labels, correction=True))
+            continue
+        text = obj.get("text")
+        if not isinstance(text, str) or not text.strip():
+            errors.append(f"{where}: empty text for id {row_id!r}")
+            continue
+        rows.append(Incoming(where, row_id, text, labels, str(obj.get("doc_id") or row_id.split("#")[0]),
+                             str(obj.get("source") or path.stem)))
+    return rows, errors
+
+
+def _parse_csv(path: Path) -> tuple[list[Incoming], list[str]]:
+    rows: list[Incoming] = []
+    errors: list[str] = []
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"id", "text", "labels"} - set(reader.fieldnames or [])
+        if missing:
+            raise InputError(f"{path}:1: CSV needs columns id,text,labels (missing {sorted(missing)})")
+        for record in reader:
+            where = f"{path}:{reader.line_num}"
+            row_id, text = (record.get("id") or "").strip(), record.get("text") or ""
+            if not row_id or not text.strip():
+                errors.append(f"{where}: missing id or text")
+                continue
+            correction = (record.get("correction") or "").strip().lower() in ("1", "true", "yes")
+            rows.append(Incoming(where, row_id, text, _split_labels(record.get("labels") or ""),
+                                 (record.get("doc_id") or row_id.split("#")[0]).strip(),
+                                 (record.get("source") or path.stem).strip(), correction))
+    return rows, errors
+
+
+# -- the store ----------------------------------------------------------------
+
+
+class LabelStore:
+    """Base sources + the event log under `root`; `rows(version)` replays any version."""
+
+    def __init__(
+        self,
+        root: str | Path = DEFAULT_STORE_DIR,
+        *,
+        taxonomy_path: str | Path = DEFAULT_TAXONOMY_PATH,
+        base_sources: Sequence[str | Path] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.taxonomy_path = Path(taxonomy_path)
+        self.base_sources = [Path(p) for p in (default_sources() if base_sources is None else base_sources)]
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / LOG_FILE
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST_FILE
+
+    def taxonomy(self) -> Taxonomy:
+        return Taxonomy.load(self.taxonomy_path)
+
+    def events(self) -> list[dict]:
+        if not self.log_path.exists():
+            return []
+        return [event for _, event in read_jsonl(self.log_path)]
+
+    @property
+    def version(self) -> str:
+        """The dataset version: the chained hash of the last log event."""
+        events = self.events()
+        return events[-1]["version"] if events else EMPTY_VERSION
+
+    def versions(self) -> list[str]:
+        return [EMPTY_VERSION] + [event["version"] for event in self.events()]
+
+    def _base_rows(self, taxonomy: Taxonomy) -> list[dict]:
+        rows = load_labelled(self.base_sources, taxonomy) if self.base_sources else []
+        for row in rows:
+            row["origin"] = "base"
+            row["added_in"] = EMPTY_VERSION
+        return rows
+
+    def rows(self, version: str | None = None) -> list[dict]:
+        """The full dataset (base rows + store events) as of `version` (None: the latest)."""
+        events = self.events()
+        if version is not None and version != EMPTY_VERSION and version not in {e["version"] for e in events}:
+            raise InputError(f"{self.log_path}: unknown dataset version {version!r}")
+        by_id: dict[str, dict] = {row["id"]: row for row in self._base_rows(self.taxonomy())}
+        if version != EMPTY_VERSION:
+            for event in events:
+                if event["type"] == "add":
+                    for row in event["rows"]:
+                        by_id[row["id"]] = {**row, "origin": "store", "added_in": event["version"]}
+                elif event["type"] == "correct":
+                    for fix in event["rows"]:
+                        if fix["id"] in by_id:
+                            by_id[fix["id"]] = {**by_id[fix["id"]], "labels": list(fix["labels"]),
+                                                "corrected_in": event["version"]}
+                if event["version"] == version:
+                    break
+        return [dict(row) for row in by_id.values()]
+
+    def manifest(self) -> dict:
+        rows = self.rows()
+        per_label = Counter(label for row in rows for label in row["labels"])
+        return {
+            "version": self.version,
+            "events": len(self.events()),
+            "rows": len(rows),
+            "store_rows": sum(row["origin"] == "store" for row in rows),
+            "none_rows": sum(not row["labels"] for row in rows),
+            "per_label": dict(sorted(per_label.items())),
+            "per_source": dict(sorted(Counter(row["source"] for row in rows).items())),
+            "base_sources": [{"path": str(p), "sha256": _file_hash(p)} for p in self.base_sources],
+            "updated": _now(),
+        }
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time (two `policylens add` runs must not both append to the old log)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def add(self, paths: Iterable[str | Path], new_label: Label | None = None) -> AddReport:
+        """Validate every file, then append one event per file (all or nothing).
+
+        Unknown labels and malformed rows raise InputError naming file:line and
+        nothing is written; duplicates (same normalised text and labels) and
+        conflicts (same text or id, other labels, without `correction`) are
+        skipped and reported.
+        """
+        paths = [Path(p) for p in paths]
+        with self._locked():
+            taxonomy = self.taxonomy()
+            if new_label is not None:
+                if new_label.id in taxonomy:
+                    raise InputError(f"{self.taxonomy_path}: label {new_label.id!r} is already in the taxonomy")
+                taxonomy = taxonomy.with_label(new_label)
+            existing = self.rows()
+            by_id = {row["id"]: row for row in existing}
+            by_hash = {text_hash(row["text"]): row for row in existing}
+
+            parsed: list[tuple[Path, list[Incoming]]] = []
+            errors: list[str] = []
+            for path in paths:
+                rows, file_errors = parse_file(path)
+                errors += file_errors
+                for row in rows:
+                    unknown = sorted(set(row.labels) - set(taxonomy.ids))
+                    if unknown:
+                        errors.append(f"{row.where}: unknown label(s) {unknown}; the taxonomy has {taxonomy.ids} "
+                                      "(add a domain with --new-label)")
+                    if row.correction and row.id not in by_id:
+                        errors.append(f"{row.where}: correction for unknown paragraph id {row.id!r}")
+                parsed.append((path, rows))
+            if errors:
+                more = f"\n... and {len(errors) - _MAX_ERRORS} more" if len(errors) > _MAX_ERRORS else ""
+                raise InputError("\n".join(errors[:_MAX_ERRORS]) + more)
+
+            report = AddReport(version=self.version)
+            events: list[dict] = []
+            if new_label is not None:
+                events.append({"type": "new_label", "source": "cli", "label": asdict(new_label) | {"keywords": list(new_label.keywords)}})
+                report.new_label = new_label.id
+            for path, rows in parsed:
+                added, corrected = self._apply(rows, taxonomy, by_id, by_hash, report)
+                if added:
+                    events.append({"type": "add", "source": str(path), "file_sha256": _file_hash(path), "rows": added})
+                if corrected:
+                    events.append({"type": "correct", "source": str(path), "file_sha256": _file_hash(path), "rows": corrected})
+            if not events:
+                return report
+            if new_label is not None:
+                taxonomy.save(self.taxonomy_path)  # before the log: a logged row never names a label the file lacks
+            self._append(events)
+            report.version = self.version
+            write_json(self.manifest_path, self.manifest())
+            return report
+
+    def _apply(self, rows: list[Incoming], taxonomy: Taxonomy, by_id: dict, by_hash: dict,
+               report: AddReport) -> tuple[list[dict], list[dict]]:
+        added: list[dict] = []
+        corrected: list[dict] = []
+        for row in rows:
+            labels = sorted(set(row.labels), key=taxonomy.index)
+            if row.correction:
+                old = by_id[row.id]
+                if old["labels"] == labels:
+                    report.duplicates.append({"where": row.where, "id": row.id, "existing_id": row.id})
+                    continue
+                fix = {"id": row.id, "labels": labels, "old_labels": old["labels"], "text_hash": text_hash(old["text"])}
+                corrected.append(fix)
+                by_id[row.id] = {**old, "labels": labels}
+                report.corrected.append(row.id)
+                continue
+            text = normalize(row.text)
+            digest = text_hash(text)
+            same_text = by_hash.get(digest)
+            same_id = by_id.get(row.id)
+            if same_text is not None:
+                entry = {"where": row.where, "id": row.id, "existing_id": same_text["id"]}
+                if same_text["labels"] == labels:
+                    report.duplicates.append(entry)
+                else:
+                    report.conflicts.append({**entry, "labels": labels, "existing_labels": same_text["labels"],
+                                             "reason": "same text already labelled differently (send a correction to change it)"})
+                continue
+            if same_id is not None:
+                report.conflicts.append({"where": row.where, "id": row.id, "existing_id": row.id, "labels": labels,
+                                         "existing_labels": same_id["labels"], "reason": "id already used for another text"})
+                continue
+            new = {"id": row.id, "doc_id": row.doc_id or row.id.split("#")[0], "source": row.source,
+                   "text": text, "labels": labels, "text_hash": digest}
+            added.append(new)
+            by_id[row.id] = by_hash[digest] = new
+            report.added.append(row.id)
+        return added, corrected
+
+    def _append(self, events: list[dict]) -> None:
+        """Rewrite the log atomically with the new events chained on (readers never see half a line)."""
+        previous = self.version
+        old = self.log_path.read_bytes() if self.log_path.exists() else b""
+        with atomic_write(self.log_path, "wb") as handle:
+            handle.write(old)
+            for event in events:
+                event = {"type": event["type"], "time": _now(), **event}
+                event["content_sha256"] = hashlib.sha256(_canonical(event.get("rows") or event.get("label"))).hexdigest()
+                event["prev"] = previous
+                event["version"] = previous = _chain(previous, event)
+                handle.write(json.dumps(event, ensure_ascii=False).encode("utf-8") + b"\n")
+
+    def verify(self) -> list[str]:
+        """Problems in the log: a broken hash chain or an unknown event type (empty when sound)."""
+        problems: list[str] = []
+        previous = EMPTY_VERSION
+        for i, event in enumerate(self.events(), 1):
+            if event.get("type") not in EVENT_TYPES:
+                problems.append(f"{self.log_path}:{i}: unknown event type {event.get('type')!r}")
+            if event.get("prev") != previous or _chain(previous, event) != event.get("version"):
+                problems.append(f"{self.log_path}:{i}: hash chain broken (edited or reordered log)")
+            previous = event.get("version", "")
+        return problems
+
+
+def _file_hash(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
