@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run test test-slow bench clean
+.PHONY: setup run test test-slow clean
 
 # 1. install everything (CPU torch from the pinned wheel, then the project)
 setup:
@@ -14,9 +14,25 @@ setup:
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[serve,dev]"
 
-# 2. the main job
-run:
-	$(BIN)/policylens segment seeds/ --table
+# 2. the main job: tag and summarise the seeds plus a folder of new documents
+BACKBONE := models/backbones/multilingual-e5-small
+TAGGER   := models/taggers/default
+CORPUS   ?= ../shared/data/corpus_docs.jsonl
+INBOX    ?= out/inbox
+
+run: $(TAGGER)/policylens.json $(INBOX)
+	$(BIN)/policylens tag seeds/ $(INBOX) --model $(TAGGER) --format html --out out/report.html
+
+$(BACKBONE)/config.json:
+	$(BIN)/policylens backbone build
+
+# about 25 minutes on 2 CPU cores
+$(TAGGER)/policylens.json: $(BACKBONE)/config.json
+	$(BIN)/policylens train --out $(TAGGER) --epochs 2 --learning-rate 1e-4
+
+# new documents to read this week: by default a sample of the shared corpus
+$(INBOX):
+	$(BIN)/policylens export $(CORPUS) --out $(INBOX) --source policy --source gov_work_report --source news --limit 2
 
 # 3. the tests (what CI runs)
 test:
@@ -26,4 +42,4 @@ test-slow:
 	$(BIN)/python -m pytest -q -m slow
 
 clean:
-	rm -rf $(VENV) models/backbones models/taggers .pytest_cache
+	rm -rf $(VENV) models/backbones models/taggers out .pytest_cache

@@ -28,10 +28,11 @@ def _fail(message: str, code: int = 2) -> None:
 def _mount_subcommands() -> None:
     """Sub-apps live next to the code they drive; mount the ones that are installed."""
     from inference import serve_cli, summarize_cli, tag_cli
+    from training import retrain_cli
     from training.backbone import cli as backbone_cli
 
     app.add_typer(backbone_cli, name="backbone")
-    for module in (summarize_cli, tag_cli, serve_cli):
+    for module in (summarize_cli, tag_cli, serve_cli, retrain_cli):
         module.register(app)
 
 
@@ -86,6 +87,31 @@ def segment(
     console.print(f"{n_docs} documents, {n_paragraphs} paragraphs, {n_errors} skipped")
     if n_docs == 0:
         raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    corpus: Path = typer.Argument(..., help="JSON Lines corpus (doc_id, text, optional title/source/date)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write one UTF-8 .txt file per document into."),
+    source: Optional[list[str]] = typer.Option(None, "--source", help="Keep only rows with this `source` (repeatable)."),
+    limit: int = typer.Option(5, help="Documents per source (or in all, without --source)."),
+) -> None:
+    """Write documents of a JSON Lines corpus as a folder of text files (e.g. an inbox for `tag`)."""
+    from policylens.io import InputError, atomic_write, read_jsonl
+
+    counts: dict[str, int] = {}
+    try:
+        for lineno, row in read_jsonl(corpus):
+            key = str(row.get("source")) if source else "*"
+            if (source and key not in source) or counts.get(key, 0) >= limit or not row.get("text"):
+                continue
+            counts[key] = counts.get(key, 0) + 1
+            name = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(row.get("doc_id") or lineno))
+            with atomic_write(out / f"{name}.txt") as handle:
+                handle.write(row["text"])
+    except InputError as err:
+        _fail(str(err))
+    console.print(f"wrote {sum(counts.values())} documents to {out}")
 
 
 DEFAULT_TAGGER = "models/taggers/default"
