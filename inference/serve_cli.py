@@ -1,0 +1,92 @@
+"""`policylens serve`: run the HTTP API (inference/server.py) under uvicorn.
+
+Kept out of policylens/cli.py so the CLI imports nothing from FastAPI unless
+this command runs; policylens/cli.py calls `register(app)`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def register(app: typer.Typer) -> None:
+    """Add the top-level `serve` command to `app`."""
+
+    @app.command()
+    def serve(
+        model: Optional[Path] = typer.Option(
+            None, "--model", "-m", help="Tagger directory to serve [default: models/taggers/default]."
+        ),
+        host: str = typer.Option("127.0.0.1", help="Interface to bind. The API has no auth: keep it on loopback."),
+        port: int = typer.Option(8000, help="TCP port."),
+        workers: int = typer.Option(1, min=1, help="Processes; each loads its own copy of the model."),
+        registry: Optional[Path] = typer.Option(
+            None, "--registry", help="Pointer file naming the model dir to serve (e.g. models/registry/CURRENT); "
+            "it is watched and a newly promoted model is hot-swapped in.",
+        ),
+        poll_seconds: float = typer.Option(
+            5.0, help="How often to check for a new model (0: only POST /v1/admin/reload)."
+        ),
+        max_batch: int = typer.Option(256, min=1, help="Most paragraphs per request and per model call."),
+        max_chars: int = typer.Option(20000, min=1, help="Longest paragraph / document text accepted."),
+        max_wait_ms: float = typer.Option(2.0, min=0.0, help="How long a batch waits for more concurrent requests."),
+        threads: Optional[int] = typer.Option(None, min=1, help="Torch threads per worker [default: min(4, CPUs)]."),
+        log_level: str = typer.Option("info", help="uvicorn log level."),
+    ) -> None:
+        """Serve tagging and document analysis over HTTP (OpenAPI docs at /docs)."""
+        import logging
+
+        import uvicorn
+
+        from inference.server import DEFAULT_MODEL_DIR, create_app
+
+        model_dir = model if model is not None else (None if registry is not None else DEFAULT_MODEL_DIR)
+        if model_dir is not None and not (Path(model_dir) / "policylens.json").exists():
+            typer.echo(f"error: {model_dir} is not a policylens tagger dir (no policylens.json); "
+                       "train one with `policylens train` or pass --model", err=True)
+            raise typer.Exit(2)
+        if registry is not None and not registry.exists() and model_dir is None:
+            typer.echo(f"error: registry pointer {registry} does not exist", err=True)
+            raise typer.Exit(2)
+        if not _is_loopback(host):
+            typer.echo(f"warning: binding {host}: the API has no authentication (incl. /v1/admin/reload)", err=True)
+
+        # uvicorn configures only its own loggers; this shows model loads, swaps and reload failures.
+        level = getattr(logging, log_level.upper(), logging.INFO)
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if workers == 1:
+            app_ = create_app(
+                model_dir, registry_pointer=registry, max_batch=max_batch, max_chars=max_chars,
+                max_wait_ms=max_wait_ms, poll_seconds=poll_seconds, num_threads=threads,
+            )
+            uvicorn.run(app_, host=host, port=port, log_level=log_level)
+            return
+        # Several processes need an import string; the factory reads its settings from the environment.
+        settings = {
+            "POLICYLENS_SERVE_MODEL": str(Path(model_dir).resolve()) if model_dir is not None else "",
+            "POLICYLENS_SERVE_REGISTRY": str(registry.resolve()) if registry is not None else "",
+            "POLICYLENS_SERVE_MAX_BATCH": str(max_batch),
+            "POLICYLENS_SERVE_MAX_CHARS": str(max_chars),
+            "POLICYLENS_SERVE_MAX_WAIT_MS": str(max_wait_ms),
+            "POLICYLENS_SERVE_POLL_SECONDS": str(poll_seconds),
+            "POLICYLENS_SERVE_THREADS": str(threads or max(1, (os.cpu_count() or 1) // workers)),
+        }
+        os.environ.update(settings)
+        uvicorn.run(
+            "inference.server:create_app_from_env", factory=True, host=host, port=port,
+            workers=workers, log_level=log_level,
+        )
