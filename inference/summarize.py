@@ -1,0 +1,485 @@
+"""Summarise a document: pick its most telling sentences, with pointers back to the source.
+
+Scores come from the trained scorer (training/summarizer.py), TextRank over
+e5 sentence embeddings, or plain lead order. Policy texts are structured, so
+on top of any score a small structural prior prefers run-in measure titles,
+section openings and target statements and avoids boilerplate; selection then
+applies MMR + character-trigram blocking under a length budget and returns the
+sentences in document order. Long documents are summarised per top-level
+section first, then overall.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policylens.document import Document
+from policylens.segment import segment
+from training.summarizer import (
+    DEFAULT_MODEL_DIR,
+    SentenceEncoder,
+    SentenceUnit,
+    SummarizerModel,
+    exists,
+    hand_features,
+    sentence_units,
+    textrank_scores,
+)
+
+METHODS = ("auto", "trained", "textrank", "lead")
+
+
+@dataclass(frozen=True)
+class SummarySentence:
+    """One extracted sentence; document.text[start:end] is it as written in the source."""
+
+    text: str  # normalised, Simplified Chinese
+    paragraph_id: str
+    start: int
+    end: int
+    score: float
+    section: str = ""  # outermost heading it sits under ("" when none)
+
+
+@dataclass
+class SectionSummary:
+    heading: str
+    sentences: list[SummarySentence]
+    share: float  # the section's share of the document's body characters
+
+
+@dataclass
+class Summary:
+    doc_id: str
+    sentences: list[SummarySentence]
+    method: str  # "trained" | "textrank" | "lead" (what actually ran)
+    domain: str | None = None
+    domains: dict[str, float] = field(default_factory=dict)  # label -> share of body characters
+    domain_paragraphs: dict[str, int] = field(default_factory=dict)  # label -> number of body paragraphs
+    title: str | None = None
+    sections: list[SectionSummary] = field(default_factory=list)  # set for long, sectioned documents
+    abstract: str | None = None  # generated text (abstractive mode), Simplified
+    generator: str | None = None
+    notes: list[str] = field(default_factory=list)  # fallbacks and empty results, in words
+
+    @property
+    def text(self) -> str:
+        """The generated abstract when there is one, else the extracted sentences joined."""
+        return self.abstract if self.abstract else "".join(s.text for s in self.sentences)
+
+    @property
+    def extract(self) -> str:
+        return "".join(s.text for s in self.sentences)
+
+    def to_dict(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["text"] = self.text
+        return row
+
+
+@dataclass
+class Budget:
+    """Length budget: stop at whichever limit comes first (None = no limit on that axis).
+
+    max_chars counts normalised characters; a sentence longer than the whole
+    budget is only taken when no candidate fits (a summary is never empty)."""
+
+    max_chars: int | None = None
+    max_sentences: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_chars is not None and self.max_chars < 1:
+            raise ValueError(f"max_chars must be >= 1, got {self.max_chars}")
+        if self.max_sentences is not None and self.max_sentences < 1:
+            raise ValueError(f"max_sentences must be >= 1, got {self.max_sentences}")
+
+    @classmethod
+    def auto(cls, body_chars: int) -> "Budget":
+        """~6% of the body, between 120 and 500 characters: a paragraph for news, a page-third for reports."""
+        return cls(max_chars=int(min(500, max(120, 0.06 * body_chars))))
+
+
+@dataclass
+class SelectConfig:
+    """How sentences are chosen once scored."""
+
+    redundancy: float = 0.5  # MMR weight of the (rescaled) max similarity to already chosen sentences
+    similarity_floor: float = 0.88  # e5 cosine below this counts as unrelated (unrelated policy prose sits ~0.8)
+    trigram_block: float = 0.5  # drop a sentence whose char trigrams are this much contained in the chosen ones
+    structure: float = 1.0  # weight of the structural prior (0 = off)
+    long_doc_chars: int = 6000  # above this (and with >= 2 sections): summarise per section first
+    section_sentences: int = 3  # per-section summary length in hierarchical mode (+1 per 25% of the text)
+    min_section_share: float = 0.02  # smaller sections get no summary of their own
+    textrank_position_bias: float = 1.0  # 0 = classic TextRank; 1 = teleport to early sentences (1/(1+i))
+    domain_weight: float = 0.6  # domain summaries: weight of the sentence's own relevance to the domain
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.redundancy <= 2 or not 0 <= self.similarity_floor < 1:
+            raise ValueError("redundancy in [0, 2], similarity_floor in [0, 1)")
+        if not 0 < self.trigram_block <= 1 or self.structure < 0 or self.textrank_position_bias < 0:
+            raise ValueError("trigram_block in (0, 1], structure >= 0, textrank_position_bias >= 0")
+        if self.domain_weight < 0:
+            raise ValueError(f"domain_weight must be >= 0, got {self.domain_weight}")
+        if self.long_doc_chars < 1 or self.section_sentences < 1 or not 0 <= self.min_section_share < 1:
+            raise ValueError("long_doc_chars, section_sentences >= 1 and min_section_share in [0, 1)")
+
+
+# ----------------------------------------------------------------------------
+# structural prior
+# ----------------------------------------------------------------------------
+
+_GOAL_SECTION = re.compile(r"总体要求|主要目标|发展目标|工作目标|预期目标|总体目标|目标任务|主要任务|重点任务|政策取向")
+_TARGET = re.compile(r"到20\d\d年|\d+(?:\.\d+)?\s*[%％]|[万亿]元|左右|以上")
+_ASKER = re.compile(r"记者|主持人|^问$")
+_DANGLING = re.compile(r"^(?:但|但是|所以|因此|因而|同时|此外|而且|另外|这些|这|那|他们|他|她|它|其中|对此|为此|当然|其实|总之)")
+_GOAL_SENTENCE = re.compile(r"(?:主要|预期|发展|总体|工作)目标|到20\d\d年")
+_BOILERPLATE = re.compile(
+    r"现(?:将|就).{0,20}(?:通知|意见|如下)|请.{0,12}(?:认真)?(?:贯彻|执行|遵照)|特此(?:通知|公告)|如下[:：]?$|"
+    r"女士们|先生们|大家好|谢谢|感谢.{0,8}(?:提问|关心|关注)|欢迎(?:各位|出席|大家)|请.{0,10}(?:回答|介绍|提问)|"
+    r"下面.{0,10}(?:请|回答)|"
+    r"主持人|记者[:：]|各省、自治区|抄送|印发|联系人|^附件|^[（(]?此件|请予审议|提出意见|我代表|责任编辑|关键词$"
+)
+
+
+def structure_prior(unit: SentenceUnit) -> float:
+    """Bonus (or malus) from where a sentence sits and what it looks like; 0 for plain prose."""
+    bonus = 0.0
+    if unit.run_in:
+        bonus += 0.3  # "（一）加快推动重大项目建设。": the measure in one line
+    elif unit.opens_section:
+        bonus += 0.1  # first sentence under a heading
+    elif unit.topic:
+        bonus += 0.1
+    if any(_GOAL_SECTION.search(h) for h in unit.headings):
+        bonus += 0.1
+    targets = len(_TARGET.findall(unit.text))
+    if _GOAL_SENTENCE.search(unit.text) and targets:
+        bonus += 0.3  # "今年发展主要预期目标是：国内生产总值增长5%左右；……": what an analyst looks for first
+    bonus += min(0.05 * targets, 0.15)
+    if _BOILERPLATE.search(unit.text):
+        bonus -= 0.6
+    if unit.text.rstrip("”’」』）)】\"'").endswith(("？", "?")):
+        bonus -= 1.0  # an analyst wants the answer, not the question: only when nothing else is left
+    if unit.speaker and _ASKER.search(unit.speaker):
+        bonus -= 0.4  # the journalist's or host's words in a press conference
+    if len(unit.text) < 12 and not (unit.run_in or unit.topic):
+        bonus -= 0.2
+    if _DANGLING.match(unit.text):
+        bonus -= 0.15  # "所以……", "这些……": needs the sentence before it to make sense
+    if len(unit.text) > 120:  # a reader skims; a 250-character sentence eats half the budget
+        bonus -= min(0.4, 0.1 * (len(unit.text) - 120) / 50 + 0.05)
+    return bonus
+
+
+# ----------------------------------------------------------------------------
+# selection
+# ----------------------------------------------------------------------------
+
+
+def _trigrams(text: str) -> set[str]:
+    chars = re.sub(r"\W", "", text)
+    return {chars[i : i + 3] for i in range(len(chars) - 2)} or {chars}
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    if len(x) == 0:
+        return x
+    span = float(x.max() - x.min())
+    return (x - x.min()) / span if span > 1e-9 else np.full_like(x, 0.5)
+
+
+def select(units: Sequence[SentenceUnit], scores: np.ndarray, embeddings: np.ndarray | None, budget: Budget,
+           config: SelectConfig, *, use_mmr: bool = True) -> list[int]:
+    """Indices of the chosen sentences in document order (MMR + trigram blocking + budget)."""
+    n = len(units)
+    chosen: list[int] = []
+    if n == 0:
+        return chosen
+    used_chars = 0
+    grams = [_trigrams(u.text) for u in units]
+    chosen_grams: set[str] = set()
+    remaining = set(range(n))
+    while remaining:
+        if budget.max_sentences is not None and len(chosen) >= budget.max_sentences:
+            break
+        best, best_value = -1, -np.inf
+        for i in remaining:
+            if budget.max_chars is not None and chosen and used_chars + len(units[i].text) > budget.max_chars:
+                continue
+            value = float(scores[i])
+            if use_mmr and chosen and embeddings is not None:
+                overlap = float(max(embeddings[i] @ embeddings[j] for j in chosen))
+                value -= config.redundancy * max(0.0, overlap - config.similarity_floor) / (1 - config.similarity_floor)
+            if value > best_value:
+                best, best_value = i, value
+        if best < 0:
+            break
+        remaining.discard(best)
+        if chosen and len(grams[best] & chosen_grams) / len(grams[best]) >= config.trigram_block:
+            continue  # says again what is already said
+        if not chosen and budget.max_chars is not None and len(units[best].text) > budget.max_chars:
+            fitting = [i for i in remaining if len(units[i].text) <= budget.max_chars]
+            if fitting:  # the best sentence is over budget on its own: take the best one that fits
+                best = max(fitting, key=lambda i: scores[i])
+                remaining.discard(best)
+        chosen.append(best)
+        chosen_grams |= grams[best]
+        used_chars += len(units[best].text)
+    return sorted(chosen, key=lambda i: units[i].start)
+
+
+# ----------------------------------------------------------------------------
+# the summariser
+# ----------------------------------------------------------------------------
+
+
+def domain_coverage(document: Document, labels: Mapping[str, Sequence[str]]) -> tuple[dict[str, float], dict[str, int]]:
+    """Share of body characters, and number of body paragraphs, tagged with each domain."""
+    body = [p for p in document.paragraphs if p.kind == "body"]
+    total = sum(len(p.text) for p in body) or 1
+    chars: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for paragraph in body:
+        for label in labels.get(paragraph.id, ()):
+            chars[label] = chars.get(label, 0) + len(paragraph.text)
+            counts[label] = counts.get(label, 0) + 1
+    shares = {label: round(c / total, 4) for label, c in sorted(chars.items(), key=lambda kv: -kv[1])}
+    return shares, {label: counts[label] for label in shares}
+
+
+class Summarizer:
+    """Loads the encoder, the trained scorer and (optionally) a tagger once; summarises many documents."""
+
+    def __init__(self, encoder: SentenceEncoder | None = None, scorer: SummarizerModel | None = None,
+                 tagger: Any = None, config: SelectConfig | None = None, load_notes: Sequence[str] = ()) -> None:
+        self.encoder = encoder
+        self.scorer = scorer
+        self.tagger = tagger
+        self.config = config or SelectConfig()
+        self.load_notes = list(load_notes)
+        self._taxonomy: Any = None  # loaded on the first domain summary
+
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None, *, backbone: str | None = None,
+             tagger_dir: str | Path | None = None, config: SelectConfig | None = None,
+             num_threads: int | None = None) -> "Summarizer":
+        """Scorer from `model_dir` (default models/summarizer/) when present; the encoder it was trained
+        with (or `backbone`); a paragraph tagger when `tagger_dir` is given. Missing parts degrade:
+        no scorer -> TextRank, no encoder -> lead, each with a note."""
+        notes: list[str] = []
+        scorer = None
+        directory = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+        if exists(directory):
+            scorer = SummarizerModel.load(directory)
+        elif model_dir:
+            notes.append(f"{directory}: no trained summarizer there; using TextRank")
+        encoder = None
+        try:
+            wanted = backbone or (scorer.meta.get("backbone") if scorer else None)
+            try:
+                encoder = SentenceEncoder(wanted, num_threads=num_threads)
+            except Exception:
+                if wanted is None:
+                    raise
+                encoder = SentenceEncoder(None, num_threads=num_threads)  # the trained-with path moved
+        except Exception as err:  # backbone not built: still useful with lead order
+            notes.append(f"no sentence encoder ({err}); falling back to lead sentences")
+            scorer = None
+        if scorer is not None and encoder is not None and encoder.dim != scorer.config.embedding_dim:
+            notes.append(f"scorer expects {scorer.config.embedding_dim}-d embeddings, encoder gives {encoder.dim}; "
+                         "using TextRank")
+            scorer = None
+        tagger = None
+        if tagger_dir:
+            from inference.predictor import Predictor
+
+            tagger = Predictor(tagger_dir, num_threads=num_threads)
+        return cls(encoder, scorer, tagger, config, notes)
+
+    # -- scoring -----------------------------------------------------------
+
+    def _method(self, method: str) -> tuple[str, list[str]]:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        notes = []
+        if method in ("auto", "trained") and self.scorer is None:
+            if method == "trained":
+                notes.append("no trained summarizer loaded; using TextRank")
+            method = "textrank"
+        elif method == "auto":
+            method = "trained"
+        if method in ("trained", "textrank") and self.encoder is None:
+            notes.append(f"{method} needs the sentence encoder; using lead sentences")
+            method = "lead"
+        return method, notes
+
+    def _score(self, units: Sequence[SentenceUnit], embeddings: np.ndarray | None, method: str,
+               extra: np.ndarray | None = None) -> np.ndarray:
+        """Method score min-max scaled to [0, 1] plus the structural prior (plus `extra`, the domain term)."""
+        n = len(units)
+        if method == "lead":
+            return np.asarray([1.0 / (1 + i) for i in range(n)], dtype=np.float32)
+        assert embeddings is not None
+        if method == "trained":
+            assert self.scorer is not None
+            raw = self.scorer.scores(embeddings, hand_features(units, embeddings))
+        else:
+            raw = textrank_scores(embeddings, position_bias=self.config.textrank_position_bias)
+        prior = np.asarray([structure_prior(u) for u in units], dtype=np.float32)
+        score = _minmax(raw.astype(np.float32)) + self.config.structure * prior
+        return score + extra if extra is not None else score
+
+    def domain_relevance(self, units: Sequence[SentenceUnit], embeddings: np.ndarray, domain: str) -> np.ndarray:
+        """[0, 1] per sentence: does the sentence itself speak about the domain? A paragraph tagged
+        `sme` still has sentences about other things. Half keyword hit (the taxonomy's keywords),
+        half e5 similarity to a "query: <domain name>：<keywords>" embedding, min-max scaled."""
+        label = self._label(domain)
+        if label is None or self.encoder is None:
+            return np.zeros(len(units), dtype=np.float32)
+        keywords = [k.lower() for k in label.keywords]
+        hits = np.asarray([any(k in u.text.lower() for k in keywords) for u in units], dtype=np.float32)
+        query = self.encoder.encode_query(f"{label.name_zh}：{'、'.join(label.keywords)}")
+        return 0.5 * hits + 0.5 * _minmax((embeddings @ query).astype(np.float32))
+
+    def _label(self, domain: str) -> Any:
+        if self._taxonomy is None:
+            from policylens.taxonomy import Taxonomy
+
+            try:
+                self._taxonomy = Taxonomy.load()
+            except Exception:  # no taxonomy file: domain summaries fall back to paragraph labels alone
+                self._taxonomy = False
+        if not self._taxonomy or domain not in self._taxonomy:
+            return None
+        return self._taxonomy.labels[self._taxonomy.index(domain)]
+
+    def _labels(self, document: Document, paragraph_labels: Mapping[str, Sequence[str]] | None,
+                need: bool) -> Mapping[str, Sequence[str]] | None:
+        if paragraph_labels is not None:
+            return paragraph_labels
+        if self.tagger is None or not need:
+            return None
+        body = [p for p in document.paragraphs if p.kind == "body"]
+        tags = self.tagger.predict([p.text for p in body])
+        return {p.id: t.labels for p, t in zip(body, tags)}
+
+    # -- public ------------------------------------------------------------
+
+    def summarize(self, document: Document, *, method: str = "auto", max_chars: int | None = None,
+                  max_sentences: int | None = None, domain: str | None = None,
+                  paragraph_labels: Mapping[str, Sequence[str]] | None = None,
+                  generator: Any = None) -> Summary:
+        """Summary of `document` (or of what it says about `domain`) under the length budget.
+
+        paragraph_labels: paragraph id -> domain labels; computed by the tagger when
+        one was loaded and labels are needed. generator: a local dir / hub id /
+        loaded AbstractiveGenerator for abstractive mode (extractive on failure)."""
+        if not document.paragraphs:
+            segment(document)
+        method, notes = self._method(method)
+        notes = self.load_notes + notes
+        labels = self._labels(document, paragraph_labels, need=True)
+        domains, domain_paragraphs = domain_coverage(document, labels) if labels is not None else ({}, {})
+        units = sentence_units(document)
+        if domain is not None:
+            if labels is None:
+                notes.append(f"domain {domain!r} asked for but no paragraph labels and no tagger (--model) given")
+                units = []
+            else:
+                units = [u for u in units if domain in labels.get(u.paragraph_id, ())]
+                if not units:
+                    notes.append(f"the document has no paragraphs tagged {domain!r}")
+        summary = Summary(doc_id=document.id, sentences=[], method=method, domain=domain, domains=domains,
+                          domain_paragraphs=domain_paragraphs, title=document.title, notes=notes)
+        if not units:
+            return summary
+        body_chars = sum(len(u.text) for u in units)
+        budget = Budget(max_chars, max_sentences) if (max_chars or max_sentences) else Budget.auto(body_chars)
+        embeddings = self.encoder.encode([u.text for u in units]) if method != "lead" else None
+        extra = None
+        if domain is not None and embeddings is not None and self.config.domain_weight:
+            extra = self.config.domain_weight * self.domain_relevance(units, embeddings, domain)
+        sections = _sections(units)
+        if body_chars > self.config.long_doc_chars and len(sections) >= 2 and method != "lead":
+            picked, scores, summary.sections = self._hierarchical(units, embeddings, sections, method, budget, extra)
+        else:
+            scores = self._score(units, embeddings, method, extra)
+            picked = select(units, scores, embeddings, budget, self.config, use_mmr=method != "lead")
+        summary.sentences = [_sentence(units[i], scores[i]) for i in picked]
+        if generator is not None:
+            from inference.abstractive import add_abstract
+
+            add_abstract(document, summary, generator)
+        return summary
+
+    def _hierarchical(self, units: Sequence[SentenceUnit], embeddings: np.ndarray, sections: list[list[int]],
+                      method: str, budget: Budget,
+                      extra: np.ndarray | None = None) -> tuple[list[int], np.ndarray, list[SectionSummary]]:
+        """Score and pick within each top-level section (the scorer's context stays one section),
+        then choose the overall summary among the section picks: the best pick of every
+        substantial section first (coverage), then the rest by score."""
+        total = sum(len(u.text) for u in units)
+        scores = np.zeros(len(units), dtype=np.float32)
+        overall = np.zeros(len(units), dtype=np.float32)
+        doc_centroid = embeddings.mean(0)
+        doc_centroid /= max(float(np.linalg.norm(doc_centroid)), 1e-6)
+        pool: list[int] = []
+        section_summaries = []
+        for members in sections:
+            local = [units[i] for i in members]
+            share = sum(len(u.text) for u in local) / total
+            local_scores = self._score(local, embeddings[members], method, None if extra is None else extra[members])
+            scores[members] = local_scores
+            if share < self.config.min_section_share:
+                continue  # a signature block or a stray line between headings
+            centroid = embeddings[members].mean(0)
+            weight = float(centroid @ doc_centroid / max(float(np.linalg.norm(centroid)), 1e-6))
+            n_local = max(1, min(self.config.section_sentences + int(share * 4), len(members)))
+            chosen = select(local, local_scores, embeddings[members], Budget(max_sentences=n_local), self.config)
+            ranked = sorted(chosen, key=lambda i: -local_scores[i])
+            for rank, i in enumerate(ranked):
+                # sections central to the document count more; each section's best pick comes first
+                overall[members[i]] = local_scores[i] + 0.5 * weight + (1.0 if rank == 0 else 0.0)
+            pool.extend(members[i] for i in chosen)
+            section_summaries.append(SectionSummary(
+                heading=local[0].section, share=round(share, 4),
+                sentences=[_sentence(local[i], local_scores[i]) for i in chosen]))
+        pool_units = [units[i] for i in pool]
+        chosen = select(pool_units, overall[pool], embeddings[pool], budget, self.config)
+        return sorted((pool[i] for i in chosen), key=lambda i: units[i].start), scores, section_summaries
+
+
+def _sections(units: Sequence[SentenceUnit]) -> list[list[int]]:
+    """Runs of consecutive sentences under the same outermost heading."""
+    groups: list[list[int]] = []
+    for i, unit in enumerate(units):
+        if groups and units[groups[-1][-1]].section == unit.section:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _sentence(unit: SentenceUnit, score: float) -> SummarySentence:
+    return SummarySentence(unit.text, unit.paragraph_id, unit.start, unit.end, round(float(score), 4), unit.section)
+
+
+_DEFAULT: dict[str, Summarizer] = {}
+
+
+def summarize(document: Document, *, method: str = "auto", max_chars: int | None = None,
+              max_sentences: int | None = None, domain: str | None = None,
+              paragraph_labels: Mapping[str, Sequence[str]] | None = None, model_dir: str | Path | None = None,
+              tagger_dir: str | Path | None = None, generator: Any = None) -> Summary:
+    """One-call API over a process-wide Summarizer (loaded on first use, per model/tagger dir)."""
+    key = f"{model_dir}|{tagger_dir}"
+    if key not in _DEFAULT:
+        _DEFAULT[key] = Summarizer.load(model_dir, tagger_dir=tagger_dir)
+    return _DEFAULT[key].summarize(document, method=method, max_chars=max_chars, max_sentences=max_sentences,
+                                   domain=domain, paragraph_labels=paragraph_labels, generator=generator)

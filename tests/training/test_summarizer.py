@@ -1,0 +1,231 @@
+"""Summariser training pieces: char ROUGE, oracle labels, splits, cache, scorer, benchmark plumbing.
+
+Texts are written for these tests; the encoder is a tiny random BERT built here.
+"""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+import pytest
+
+from policylens.chinese import normalize
+from policylens.document import Document
+from training.summarizer import (
+    Example,
+    NewsPair,
+    ScorerConfig,
+    SentenceEncoder,
+    SummarizerModel,
+    TrainConfig,
+    build_examples,
+    encode_cached,
+    example_loss,
+    hand_features,
+    oracle_labels,
+    rouge_tokens,
+    sentence_units,
+    split_by_date,
+    textrank_scores,
+    train_scorer,
+)
+
+BODIES = [
+    "国务院常务会议部署加快推进制造业数字化转型。会议指出，要扩大工业互联网平台应用规模。会议还研究了其他事项。",
+    "财政部发布通知。通知明确，对符合条件的中小企业给予一次性奖励，降低企业融资成本。各地要抓好落实。",
+    "记者从工业和信息化部获悉，5G网络和数据中心建设加快推进。截至目前，5G基站总数持续增长。专家表示前景广阔。",
+    "生态环境部召开会议。会议要求实施绿色制造工程，推动节能降碳。钢铁、水泥等行业严格控制新增产能。",
+]
+HEADLINES = ["制造业数字化转型加快推进", "中小企业获一次性奖励", "5G网络建设加快推进", "绿色制造推动节能降碳"]
+
+
+def _pairs(n: int = 24) -> list[NewsPair]:
+    return [NewsPair(i, f"202401{1 + i // 2:02d}", HEADLINES[i % 4], BODIES[i % 4]) for i in range(n)]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The CI box is shared: torch's default thread pool makes these tiny models ~40x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory) -> SentenceEncoder:
+    """Tiny random BERT (hidden 32) with a WordPiece vocabulary of the characters used here."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny_encoder")
+    chars = sorted(set("".join(BODIES + HEADLINES) + string.printable) - set(string.whitespace))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "passage"] + chars
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(out / "vocab.txt")).save_pretrained(out)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config, add_pooling_layer=False).save_pretrained(out)
+    return SentenceEncoder(str(out), max_length=64)
+
+
+# ---------------------------------------------------------------------------
+# ROUGE at character level
+# ---------------------------------------------------------------------------
+
+
+def test_char_rouge_scores_identical_chinese_1_where_the_default_tokenizer_scores_0():
+    from rouge_score import rouge_scorer
+
+    from training.metrics import load_metric
+
+    text = "工业和信息化部推动中小企业数字化转型"
+    default = rouge_scorer.RougeScorer(["rougeL"]).score(text, text)["rougeL"].fmeasure
+    assert default == 0.0  # the pitfall: the stock tokenizer keeps only [a-z0-9]
+    scores = load_metric("char_rouge").compute(predictions=[text], references=[text])
+    assert scores["rouge1"] == scores["rouge2"] == scores["rougeL"] == 1.0
+    half = load_metric("char_rouge").compute(predictions=["工业互联网"], references=["工业互联网平台建设"])
+    assert 0 < half["rougeL"] < 1
+
+
+def test_rouge_tokens_are_characters_without_punctuation():
+    assert rouge_tokens("５Ｇ网络，加快 建设！") == ["5", "g", "网", "络", "加", "快", "建", "设"]
+
+
+# ---------------------------------------------------------------------------
+# oracle labels
+# ---------------------------------------------------------------------------
+
+
+def test_oracle_picks_the_sentence_closest_to_the_headline():
+    sentences = ["会议还研究了其他事项。", "要扩大工业互联网平台应用规模。", "天气晴朗。"]
+    assert oracle_labels(sentences, "扩大工业互联网平台应用") == [0, 1, 0]
+
+
+def test_oracle_adds_a_second_sentence_only_when_it_raises_rouge():
+    sentences = ["中小企业获得奖励。", "无关的内容在这里。", "融资成本明显降低。"]
+    assert oracle_labels(sentences, "中小企业获得奖励融资成本降低") == [1, 0, 1]
+    assert oracle_labels(sentences, "中小企业获得奖励") == [1, 0, 0]
+    assert oracle_labels(sentences, "完全不同") == [0, 0, 0]
+    assert oracle_labels([], "标题") == []
+
+
+# ---------------------------------------------------------------------------
+# data: sentences, date split, cache
+# ---------------------------------------------------------------------------
+
+
+def test_sentence_units_point_into_the_document():
+    long_line = "第三句话没有句号，但这一段足够长，不是标题也不是署名"
+    text = (f"  第一句话在这里。\n第二句话，在这里！{long_line}\n好的\n国务院总理\n各有关单位：\n"
+            "主要目标是：增长5%左右；就业1200万人以上；收入同步增长。")
+    document = Document(id="n", text=text)
+    units = sentence_units(document)
+    # "好的": a fragment; "国务院总理" / "各有关单位：": signature and addressee lines, never summary sentences;
+    # clauses cut at "；" are rejoined into their sentence
+    assert [u.text for u in units] == ["第一句话在这里。", "第二句话，在这里！", long_line,
+                                       "主要目标是：增长5%左右；就业1200万人以上；收入同步增长。"]
+    for u in units:
+        assert normalize(document.text[u.start : u.end]) == u.text
+
+
+def test_split_by_date_holds_out_whole_latest_days():
+    train, dev = split_by_date(_pairs(24), dev_size=5, train_size=None)
+    assert len(train) + len(dev) == 24 and len(dev) >= 5
+    assert max(p.date for p in train) < min(p.date for p in dev)
+    sampled, _ = split_by_date(_pairs(24), dev_size=5, train_size=4)
+    assert len(sampled) == 4 and max(p.date for p in sampled) < min(p.date for p in dev)
+
+
+def test_examples_are_labelled_and_embeddings_cached(encoder, tmp_path, monkeypatch):
+    examples = build_examples(_pairs(4), encoder, cache_dir=tmp_path, log=lambda m: None)
+    assert len(examples) == 4
+    for e in examples:
+        assert e.embeddings.shape == (len(e.units), encoder.dim) and e.labels.sum() >= 1
+        assert e.features.shape[0] == len(e.units)
+    monkeypatch.setattr(encoder, "encode", lambda texts: pytest.fail("should come from the cache"))
+    again = encode_cached(encoder, [u.text for u in examples[0].units], tmp_path, log=lambda m: None)
+    np.testing.assert_allclose(again, examples[0].embeddings, atol=1e-6)
+
+
+def test_textrank_prefers_the_central_sentence():
+    emb = np.asarray([[1, 0, 0], [0.9, 0.3, 0], [0.9, -0.3, 0], [0, 0, 1.0]], dtype=np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    scores = textrank_scores(emb)
+    assert abs(scores.sum() - 1) < 1e-5 and int(np.argmax(scores)) == 0
+    assert textrank_scores(emb[:1]).tolist() == [1.0] and len(textrank_scores(emb[:0])) == 0
+    # with the position prior, a sentence further down loses rank to an equally central earlier one
+    twins = np.asarray([[0.9, 0.3, 0], [0.9, -0.3, 0], [1, 0, 0], [0, 0, 1.0]], dtype=np.float32)
+    twins /= np.linalg.norm(twins, axis=1, keepdims=True)
+    plain, biased = textrank_scores(twins), textrank_scores(twins, position_bias=1.0)
+    assert abs(plain[0] - plain[1]) < 1e-6 and biased[0] > biased[1]
+
+
+# ---------------------------------------------------------------------------
+# the scorer
+# ---------------------------------------------------------------------------
+
+
+def _synthetic(n_docs: int, seed: int = 0) -> list[Example]:
+    """Documents of random unit vectors where the positive sentence points along axis 0."""
+    rng = np.random.default_rng(seed)
+    examples = []
+    for d in range(n_docs):
+        n = int(rng.integers(3, 9))
+        emb = rng.normal(size=(n, 16)).astype(np.float32)
+        target = int(rng.integers(0, n))
+        emb[target, 0] += 4.0
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        units = sentence_units(Document(id=f"s{d}", text="".join(f"第{i}句话在这里。" for i in range(n))))
+        labels = np.zeros(n, dtype=np.float32)
+        labels[target] = 1
+        examples.append(Example(f"s{d}", units, emb, hand_features(units, emb), labels, units[target].text))
+    return examples
+
+
+def test_training_lowers_the_loss_and_save_load_round_trips(tmp_path):
+    train, valid = _synthetic(64), _synthetic(16, seed=1)
+    config = ScorerConfig(embedding_dim=16, d_model=32, layers=1, heads=2)
+    before = example_loss(SummarizerModel(config).module, train)
+    result = train_scorer(train, valid, config, TrainConfig(epochs=15, batch_size=16, learning_rate=3e-3, patience=20),
+                          log=lambda m: None)
+    after = example_loss(result.model.module, train)
+    assert after < 0.7 * before
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    hits = np.mean([np.argmax(result.model.scores(e.embeddings, e.features)) == np.argmax(e.labels) for e in valid])
+    assert hits > 0.5  # a random pick would hit ~1 in 5
+    result.model.save(tmp_path / "m")
+    loaded = SummarizerModel.load(tmp_path / "m")
+    e = valid[0]
+    np.testing.assert_allclose(loaded.scores(e.embeddings, e.features), result.model.scores(e.embeddings, e.features),
+                               atol=1e-6)
+
+
+def test_long_inputs_are_scored_in_windows():
+    model = SummarizerModel(ScorerConfig(embedding_dim=16, d_model=32, layers=1, heads=2, max_sentences=4))
+    e = _synthetic(1)[0]
+    emb = np.concatenate([e.embeddings] * 3)
+    assert model.scores(emb, np.concatenate([e.features] * 3)).shape == (len(emb),)
+
+
+def test_configs_are_validated():
+    with pytest.raises(ValueError):
+        ScorerConfig(d_model=30, heads=4)
+    with pytest.raises(ValueError):
+        TrainConfig(learning_rate=0)
+
+
+def test_benchmark_runs_end_to_end_on_a_tiny_set(encoder, tmp_path):
+    from training.bench_summaries import run_benchmark
+
+    report = run_benchmark(max_docs=4, pairs=_pairs(24), encoder=encoder, dev_size=4, train_size=16,
+                           model_dir=tmp_path / "model", cache_dir=tmp_path / "cache", log=lambda m: None)
+    systems = {(r.system, r.budget) for r in report.rows}
+    assert {("Lead-1", "1 sentence"), ("TextRank (classic)", "1 sentence"), ("Trained scorer", "1 sentence"),
+            ("Lead-3", "3 sentences")} <= systems
+    assert all(0 <= r.rougeL <= 1 for r in report.rows) and "| Lead-1 |" in report.markdown()
+    assert (tmp_path / "model" / "model.safetensors").exists()
