@@ -20,7 +20,9 @@ TAGGER   := models/taggers/default
 CORPUS   ?= ../shared/data/corpus_docs.jsonl
 INBOX    ?= out/inbox
 
-run: $(TAGGER)/policylens.json $(INBOX)
+SUMMARIZER := models/summarizer
+
+run: $(TAGGER)/policylens.json $(SUMMARIZER)/summarizer.json $(INBOX)
 	$(BIN)/policylens tag seeds/ $(INBOX) --model $(TAGGER) --format html --out out/report.html
 
 $(BACKBONE)/config.json:
@@ -29,6 +31,10 @@ $(BACKBONE)/config.json:
 # about 25 minutes on 2 CPU cores
 $(TAGGER)/policylens.json: $(BACKBONE)/config.json
 	$(BIN)/policylens train --out $(TAGGER) --epochs 2 --learning-rate 1e-4
+
+# trains the sentence scorer on the shared news->headline pairs (cached embeddings; ~20 min the first time)
+$(SUMMARIZER)/summarizer.json: $(BACKBONE)/config.json
+	$(BIN)/policylens evaluate-summaries --out out/summaries.md
 
 # new documents to read this week: by default a sample of the shared corpus
 $(INBOX):

@@ -201,14 +201,12 @@ def test_tiny_backbone_loads(tiny_backbone_dir: Path) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from conftest import TINY_POLICY_SENTENCES
-
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_backbone_dir))
     model = AutoModel.from_pretrained(str(tiny_backbone_dir), use_safetensors=True, add_pooling_layer=False)
     assert AutoModel.from_pretrained(str(tiny_backbone_dir)).config.hidden_size == 32  # plain call works too
     assert model.config.hidden_size == 32 and model.config.num_hidden_layers == 2
     assert sum(p.stat().st_size for p in tiny_backbone_dir.iterdir()) < 10e6
-    texts = TINY_POLICY_SENTENCES[:3] + ["政府补贴新能源车企，2024年发放100万元；Tesla降价。"]
+    texts = ["加快5G基站建设，推进千兆光网覆盖。", "支持专精特新中小企业发展。", "政府补贴新能源车企，2024年发放100万元；Tesla降价。"]
     enc = tokenizer(texts, padding=True, return_tensors="pt")
     assert (enc["input_ids"] != tokenizer.unk_token_id).all()
     with torch.inference_mode():
