@@ -258,7 +258,8 @@ class Predictor:
 
     def predict(self, texts: Sequence[str]) -> list[ParagraphTags]:
         probs = self.predict_proba(texts)
-        return [ParagraphTags(text=text, scores=s, labels=l) for text, (s, l) in zip(texts, self._tags(probs))]
+        tags = self._tags(probs)
+        return [ParagraphTags(text=text, scores=scores, labels=labels) for text, (scores, labels) in zip(texts, tags)]
 
     # -- documents ----------------------------------------------------------
 

@@ -1,0 +1,110 @@
+"""ONNX backend: the export agrees with torch (tightly in fp32, loosely in int8) and is selectable per model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from inference.onnx_backend import (  # noqa: E402
+    ExportConfig,
+    OnnxScorer,
+    export_info,
+    export_onnx,
+    is_current,
+    load_onnx_scorer,
+    onnx_path,
+    set_default_backend,
+)
+from inference.predictor import Predictor, TorchScorer  # noqa: E402
+
+TEXTS = [
+    "加快推进5G网络和数据中心等新型基础设施建设，扩大工业互联网平台应用规模。",
+    "培育一批专精特新中小企业，优化营商环境降低企业融资成本。",
+    "实施绿色制造工程推动节能降碳。",
+    "一、总体要求",
+    "支持集成电路产业高质量发展，建设国家级先进制造业集群。" * 8,
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_tagger_dir(tiny_tagger_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny tagger with its ONNX export (fp32 + int8), made once."""
+    model_dir = tmp_path_factory.mktemp("onnx") / "tagger"
+    shutil.copytree(tiny_tagger_dir, model_dir)
+    export_onnx(model_dir, ExportConfig())
+    return model_dir
+
+
+def test_export_writes_both_models(onnx_tagger_dir: Path) -> None:
+    assert onnx_path(onnx_tagger_dir, quantized=False).exists()
+    assert onnx_path(onnx_tagger_dir).exists()
+    info = export_info(onnx_tagger_dir)
+    assert info["model_version"] == "tiny-test" and info["config"]["opset"] == 17
+    assert is_current(onnx_tagger_dir)
+    assert not any(p.name.startswith(".onnx") for p in onnx_tagger_dir.iterdir())  # no temp dirs left behind
+
+
+def test_fp32_export_matches_torch_with_dynamic_shapes(onnx_tagger_dir: Path) -> None:
+    torch_predictor = Predictor(onnx_tagger_dir, backend="torch", num_threads=1, summarizer=None)
+    fp32 = OnnxScorer(onnx_path(onnx_tagger_dir, quantized=False))
+    torch_scorer = TorchScorer(torch_predictor.model)
+    rng = np.random.default_rng(0)
+    for batch, length in [(1, 5), (3, 17), (8, 32)]:  # none of these is the traced (2, 16)
+        ids = rng.integers(5, 200, size=(batch, length))
+        mask = np.ones_like(ids)
+        mask[0, length // 2 :] = 0  # a padded row
+        np.testing.assert_allclose(fp32(ids, mask), torch_scorer(ids, mask), atol=1e-4)
+
+
+def test_int8_predictor_close_to_torch(onnx_tagger_dir: Path) -> None:
+    torch_probs = Predictor(onnx_tagger_dir, backend="torch", num_threads=1, summarizer=None).predict_proba(TEXTS)
+    onnx_predictor = Predictor(onnx_tagger_dir, backend="onnx", num_threads=1, summarizer=None)
+    onnx_probs = onnx_predictor.predict_proba(TEXTS)
+    assert np.abs(onnx_probs - torch_probs).max() < 0.05  # int8 weights + activations: looser than fp32
+    assert onnx_predictor.backend == "onnx" and not hasattr(onnx_predictor, "model")
+
+
+def test_backend_chosen_by_model_setting(onnx_tagger_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "tagger"
+    shutil.copytree(onnx_tagger_dir, model_dir)
+    assert Predictor(model_dir, summarizer=None, num_threads=1).backend == "torch"
+    set_default_backend(model_dir, "onnx")
+    assert json.loads((model_dir / "policylens.json").read_text())["inference"] == {"backend": "onnx"}
+    assert Predictor(model_dir, summarizer=None, num_threads=1).backend == "onnx"
+    assert Predictor(model_dir, backend="torch", summarizer=None, num_threads=1).backend == "torch"  # explicit wins
+
+
+def test_stale_export_is_detected(onnx_tagger_dir: Path, tmp_path: Path) -> None:
+    from inference.model_dir import TaggerMeta
+
+    model_dir = tmp_path / "tagger"
+    shutil.copytree(onnx_tagger_dir, model_dir)
+    meta = TaggerMeta.load(model_dir)
+    meta.version = "retrained"
+    meta.save(model_dir)
+    assert not is_current(model_dir)
+    with pytest.raises(Exception, match="stale"):
+        load_onnx_scorer(model_dir, auto_export=False)
+
+
+def test_onnx_predictor_never_imports_torch(onnx_tagger_dir: Path) -> None:
+    code = (
+        "import sys; from inference.predictor import Predictor; "
+        f"p = Predictor({str(onnx_tagger_dir)!r}, backend='onnx', num_threads=1, summarizer=None); "
+        "p.predict(['实施绿色制造工程推动节能降碳。']); print('torch' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
