@@ -55,7 +55,7 @@ class BatchConfig:
     resume: bool = False
     engine: str = "local"
     chunk_paragraphs: int = 256  # paragraphs tagged (and checkpointed) together
-    batch_size: int = 32
+    batch_size: int = 8
     num_threads: int | None = None
     text_field: str = "text"
     id_field: str = "doc_id"

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="models/taggers/default")
     parser.add_argument("--n", type=int, default=2000, help="paragraphs to time")
     parser.add_argument("--threads", type=int, default=default_threads())
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--only", nargs="+", choices=PREDICTORS, default=list(PREDICTORS))
     parser.add_argument("--no-f1", action="store_true", help="skip the test-split macro-F1 runs")
     parser.add_argument("--json", type=Path, help="also write the results here")

@@ -21,7 +21,7 @@ def tag(
     engine: str = typer.Option("local", "--engine", help=f"{' | '.join(ENGINES)} (ray needs the `scale` extra)."),
     workers: int = typer.Option(1, "--workers", help="Ray actors, one predictor each (--engine ray)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per predictor (default: what the machine allows, max 4)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Paragraph windows per model call."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Paragraph windows per model call."),
     text_field: str = typer.Option("text", help="Text field of JSON Lines inputs."),
     id_field: str = typer.Option("doc_id", help="Id field of JSON Lines inputs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
