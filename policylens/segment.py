@@ -155,7 +155,7 @@ def _lines(text: str) -> Iterator[tuple[int, int]]:
     """Non-blank lines as (start, end) offsets with surrounding whitespace trimmed."""
     for match in re.finditer(r"[^\n]+", text):
         line = match.group()
-        stripped = line.strip(" \t\r\u3000\u00a0\ufeff")
+        stripped = line.strip().strip("\ufeff\u200b").strip()  # all Unicode spaces, BOM, zero-width
         if not stripped:
             continue
         start = match.start() + line.index(stripped)
@@ -170,6 +170,7 @@ def segment(document: Document, config: SegmentConfig | None = None) -> list[Par
         (start, end, normalize(text[start:end]))
         for start, end in _lines(text)
     ]
+    lines = [line for line in lines if line[2]]  # nothing left after normalising (e.g. a lone U+2002)
     if config.drop_boilerplate:
         lines = [line for line in lines if not is_boilerplate(line[2])]
 

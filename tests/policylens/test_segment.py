@@ -111,6 +111,13 @@ def test_empty_document_gives_no_paragraphs():
     assert segment(_doc("\n \n\u3000\n")) == []
 
 
+def test_lines_of_unusual_spaces_are_skipped():
+    text = "关于支持数字经济园区建设的细则\n\u2002\n\u200b\n第一条\u2002 为支持园区发展，制定本细则。\n"
+    paragraphs = segment(_doc(text))
+    assert [p.kind for p in paragraphs] == ["title", "body"]
+    assert all(text[p.start : p.end] == p.original and p.text for p in paragraphs)
+
+
 def test_config_is_validated():
     with pytest.raises(ValueError, match="max_chars"):
         SegmentConfig(max_chars=5)
