@@ -118,15 +118,9 @@ DEFAULT_TAGGER = "models/taggers/default"
 
 
 def _splits(data: list[Path] | None, silver: bool, dev: float, test: float, seed: int):
-    from policylens.dataset import SplitConfig, default_sources, load_labelled, split_by_document
-    from policylens.taxonomy import Taxonomy
+    from policylens.dataset import SplitConfig, labelled_splits
 
-    taxonomy = Taxonomy.load()
-    sources = default_sources(include_silver=silver) + list(data or [])
-    rows = load_labelled(sources, taxonomy)
-    splits = split_by_document(rows, SplitConfig(dev=dev, test=test, seed=seed))
-    for row in (r for split in splits.values() for r in split):
-        row["targets"] = taxonomy.multi_hot(row["labels"])
+    taxonomy, sources, splits = labelled_splits(data or [], silver, SplitConfig(dev=dev, test=test, seed=seed))
     console.print(f"data: {', '.join(str(s) for s in sources)}")
     console.print("splits: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
     return taxonomy, splits

@@ -168,3 +168,15 @@ def build_dataset(
             for split, split_rows in splits.items()
         }
     )
+
+
+def labelled_splits(
+    extra: Iterable[str | Path] = (), include_silver: bool = True, config: SplitConfig | None = None
+) -> tuple[Taxonomy, list[Path], dict[str, list[dict]]]:
+    """The default sources plus `extra`, split by document, each row with its multi-hot `targets`."""
+    taxonomy = Taxonomy.load()
+    sources = default_sources(include_silver) + [Path(p) for p in extra]
+    splits = split_by_document(load_labelled(sources, taxonomy), config)
+    for row in (r for rows in splits.values() for r in rows):
+        row["targets"] = taxonomy.multi_hot(row["labels"])
+    return taxonomy, sources, splits

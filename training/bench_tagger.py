@@ -19,14 +19,9 @@ from pathlib import Path
 
 
 def _splits(seed: int):
-    from policylens.dataset import SplitConfig, default_sources, load_labelled, split_by_document
-    from policylens.taxonomy import Taxonomy
+    from policylens.dataset import SplitConfig, labelled_splits
 
-    taxonomy = Taxonomy.load()
-    rows = load_labelled(default_sources(), taxonomy)
-    splits = split_by_document(rows, SplitConfig(seed=seed))
-    for row in (r for split in splits.values() for r in split):
-        row["targets"] = taxonomy.multi_hot(row["labels"])
+    taxonomy, _, splits = labelled_splits(config=SplitConfig(seed=seed))
     return taxonomy, splits
 
 
