@@ -120,6 +120,51 @@ def test_a_killed_retraining_leaves_the_current_model_serving(world, tiny_backbo
     assert Predictor(registry.current_dir(), summarizer=None, num_threads=1).predict(["推动工业节能降碳。"])
 
 
+KILLED_RUN = """
+import sys
+from training.registry import Registry
+from training.retrain import RetrainConfig, retrain
+from training.store import LabelStore
+from training.tagger import TaggerConfig
+root, backbone, base = sys.argv[1:4]
+store = LabelStore(root + "/store", taxonomy_path=root + "/taxonomy.json", base_sources=[base])
+tagger = TaggerConfig(backbone=backbone, epochs=500, batch_size=8, max_length=48, stride=12, patience=1000,
+                      freeze_embeddings=False, freeze_layers=0, num_threads=1)
+retrain(store, Registry(root + "/registry"), RetrainConfig(tagger=tagger), progress=False)
+"""
+
+
+def test_a_sigkilled_retraining_process_leaves_the_registry_consistent(world, tiny_backbone_dir):
+    """A real `kill -9` mid-training (no Python cleanup runs): CURRENT still serves, verify finds the leftovers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    store, registry, _, root = world
+    current, versions = registry.current(), registry.versions()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(root), str(tiny_backbone_dir), str(root / "base.jsonl")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(registry.root.glob(".*/**/state.json")) and not list(registry.root.glob(".*.work/**/state.json")):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no training checkpoint appeared"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert registry.current() == current and registry.versions() == versions
+    report = registry.verify()
+    assert report.leftovers and not report.in_progress and not report.broken  # the dead run's staging is found
+    assert registry.verify(clean=True).cleaned
+    assert not [p.name for p in registry.root.iterdir() if p.name.startswith(".")]
+    assert Predictor(registry.current_dir(), summarizer=None, num_threads=1).predict(["推动工业节能降碳。"])
+
+
 def test_grow_head_keeps_old_rows_identical(world, tmp_path):
     from safetensors.torch import load_file
 
