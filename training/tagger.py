@@ -108,16 +108,28 @@ def _init_pooler_as_identity(model, missing_keys: list[str]) -> None:
 def load_for_training(backbone_dir: str, taxonomy: Taxonomy, config: TaggerConfig):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
     tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
-    model, info = AutoModelForSequenceClassification.from_pretrained(
-        backbone_dir,
-        num_labels=len(taxonomy),
-        problem_type="multi_label_classification",
-        id2label=dict(enumerate(taxonomy.ids)),
-        label2id={label: i for i, label in enumerate(taxonomy.ids)},
-        use_safetensors=True,
-        output_loading_info=True,
-    )
+    # The classifier (and pooler) are missing from a backbone by design: we check the missing
+    # keys ourselves instead of printing transformers' load report into every training log.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            backbone_dir,
+            num_labels=len(taxonomy),
+            problem_type="multi_label_classification",
+            id2label=dict(enumerate(taxonomy.ids)),
+            label2id={label: i for i, label in enumerate(taxonomy.ids)},
+            use_safetensors=True,
+            output_loading_info=True,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    unexpected_missing = [k for k in info.get("missing_keys", []) if not (k.startswith("classifier") or "pooler" in k)]
+    if unexpected_missing:
+        raise ValueError(f"{backbone_dir}: checkpoint lacks encoder weights {unexpected_missing[:5]}; is it a BERT encoder?")
     _init_pooler_as_identity(model, info.get("missing_keys", []))
     base = model.base_model
     if config.freeze_embeddings:

@@ -122,6 +122,23 @@ def test_resume_continues_from_the_checkpoint(tiny_backbone_dir, tmp_path, monke
     assert (out / "policylens.json").exists() and not (tmp_path / ".model.work").exists()
 
 
+def test_a_backbone_missing_encoder_weights_is_refused(tiny_backbone_dir, tmp_path):
+    """Only the classifier and pooler may start from scratch; a truncated encoder is an error, not noise."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_backbone_dir, broken)
+    weights = load_file(broken / "model.safetensors")
+    dropped = next(k for k in weights if "layer.0.attention" in k)
+    save_file({k: v for k, v in weights.items() if k != dropped}, broken / "model.safetensors")
+    taxonomy = Taxonomy.load()
+    with pytest.raises(ValueError, match="lacks encoder weights"):
+        load_for_training(str(broken), taxonomy, TaggerConfig(freeze_layers=0))
+    load_for_training(str(tiny_backbone_dir), taxonomy, TaggerConfig(freeze_layers=0))  # classifier missing: fine
+
+
 def test_config_is_validated():
     with pytest.raises(ValueError):
         TaggerConfig(epochs=0)
