@@ -1,6 +1,6 @@
 """Benchmark: train and score the BERT tagger and both baselines in one run.
 
-    python -m training.bench_tagger [--epochs 4] [--out models/taggers/bench]
+    python -m training.bench_tagger [--epochs 4] [--learning-rate 1e-4] [--out models/taggers/bench]
 
 Each system runs in its own subprocess so its training time and peak memory
 are its own. Prints one table: test per-label F1, macro/micro-F1, exact match,
@@ -36,7 +36,8 @@ def run_one(system: str, args: argparse.Namespace) -> dict:
     if system == "bert":
         model_dir = Path(args.out)
         if not args.reuse or not (model_dir / "policylens.json").exists():
-            config = TaggerConfig(epochs=args.epochs, max_length=args.max_length, seed=args.seed)
+            config = TaggerConfig(epochs=args.epochs, learning_rate=args.learning_rate, max_length=args.max_length,
+                                  seed=args.seed, num_threads=args.threads)
             train_tagger(splits, taxonomy, model_dir, config, progress=False)
     report = evaluate_system(system, splits, taxonomy, model_dir)
     report["seconds"] = round(time.time() - started, 1)
@@ -47,6 +48,8 @@ def run_one(system: str, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--threads", type=int, default=None, help="Torch threads for training.")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--out", default="models/taggers/bench")
