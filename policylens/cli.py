@@ -168,6 +168,9 @@ def evaluate(
     silver: bool = typer.Option(True, help="Include ../shared/data/train_silver.jsonl when present."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for evaluation.json/.md (default: the model dir)."),
     baselines: bool = typer.Option(True, help="Also fit and score the TF-IDF and keyword baselines."),
+    test: Optional[list[Path]] = typer.Option(
+        None, "--test", help="Score on these labelled JSON Lines files instead of the test split "
+        "(e.g. paragraphs from other documents labelled by reading; labels outside the taxonomy are ignored)."),
     seed: int = typer.Option(13),
 ) -> None:
     """Score the tagger and the baselines on the same test split; write JSON and a Markdown table."""
@@ -184,12 +187,20 @@ def evaluate(
             _fail(f"{model}: no trained tagger there; run `policylens train` first")
         if has_model and TaggerMeta.load(model).data.get("fingerprint") != data_fingerprint(splits):
             err_console.print(f"[yellow]warning:[/yellow] {model} was trained on different data or splits")
+        if test:
+            from policylens.dataset import load_labelled
+
+            rows = load_labelled(test, taxonomy, drop_unknown_labels=True)
+            splits["test"] = [{**row, "targets": taxonomy.multi_hot(row["labels"])} for row in rows]
+            console.print(f"test: {len(rows)} rows from {', '.join(str(t) for t in test)} (instead of the test split)")
         systems = ("bert",) * has_model + (("tfidf", "keyword") if baselines else ())
         reports = evaluate_all(splits, taxonomy, model if has_model else None, systems)
     except (InputError, ValueError) as err:
         _fail(str(err))
     console.print(markdown_table(reports, taxonomy.ids))
-    json_path, md_path = write_reports(reports, taxonomy, out or (model if has_model else Path("out")))
+    # a score on other data must not overwrite the model's own evaluation files
+    default_out = Path("out") / "evaluation-test-files" if test else (model if has_model else Path("out"))
+    json_path, md_path = write_reports(reports, taxonomy, out or default_out)
     console.print(f"wrote {json_path} and {md_path}")
 
 

@@ -38,10 +38,12 @@ class SplitConfig:
         return {"train": 1 - self.dev - self.test, "dev": self.dev, "test": self.test}
 
 
-def load_labelled(paths: Iterable[str | Path], taxonomy: Taxonomy) -> list[dict]:
+def load_labelled(paths: Iterable[str | Path], taxonomy: Taxonomy, drop_unknown_labels: bool = False) -> list[dict]:
     """Read labelled JSON Lines files (`id`, `text`, `labels`, optional `doc_id`, `source`).
 
-    Rejects unknown labels, empty texts and duplicate ids with the file and line.
+    Rejects unknown labels, empty texts and duplicate ids with the file and line. With
+    `drop_unknown_labels` (scoring a model on data labelled with a larger taxonomy),
+    labels outside the taxonomy are dropped instead.
     """
     rows: list[dict] = []
     seen: dict[str, str] = {}
@@ -61,7 +63,9 @@ def load_labelled(paths: Iterable[str | Path], taxonomy: Taxonomy) -> list[dict]
             if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
                 raise InputError(f"{where}: 'labels' must be a list of label ids (may be empty)")
             unknown = sorted(set(labels) - set(taxonomy.ids))
-            if unknown:
+            if unknown and drop_unknown_labels:
+                labels = [label for label in labels if label in taxonomy.ids]
+            elif unknown:
                 raise InputError(f"{where}: unknown label(s) {unknown}; the taxonomy has {taxonomy.ids}")
             rows.append(
                 {

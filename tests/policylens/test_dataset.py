@@ -68,6 +68,14 @@ def test_duplicate_ids_across_files_name_both_places(tmp_path, taxonomy):
     assert f"{b}:1" in str(err.value) and f"{a}:1" in str(err.value)
 
 
+def test_labels_of_a_larger_taxonomy_can_be_dropped_for_scoring(tmp_path, taxonomy):
+    """Data labelled with an added domain still scores a four-label model, but only when asked."""
+    path = write(tmp_path / "five.jsonl", [{"id": "m#0", "text": "建设智能工厂，支持中小企业数字化转型。", "labels": ["smart_mfg", "sme"]}])
+    with pytest.raises(InputError, match="unknown label"):
+        load_labelled([path], taxonomy)
+    assert load_labelled([path], taxonomy, drop_unknown_labels=True)[0]["labels"] == ["sme"]
+
+
 def test_build_dataset_gives_multi_hot_targets(tmp_path, taxonomy):
     path = write(tmp_path / "a.jsonl", synthetic_rows())
     ds = build_dataset([path], taxonomy)
