@@ -267,6 +267,12 @@ def build_report(
         old_test = predict_labels(old_dir, [r["text"] for r in test], ids, threads)
         old_dev = predict_labels(old_dir, [r["text"] for r in dev_new], ids, threads)
         metrics["old"] = {"test": _report(y_test, old_test, ids)}
+        from training.metrics import paired_bootstrap_f1_change
+
+        labels_both = [label for label in ids if label in old_domains]
+        cols = [ids.index(label) for label in labels_both]
+        metrics["change_interval_90"] = paired_bootstrap_f1_change(
+            y_test[:, cols], old_test[:, cols], new_test[:, cols], labels_both)
         if dev_new:
             metrics["old"]["dev_new_rows"] = _report(y_dev_new, old_dev, ids)
         for row, gold, before, after in zip(test, y_test, old_test, new_test):
@@ -309,19 +315,31 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Fixed test split (old vs new model on the same rows)",
         "",
-        "| domain | support | old F1 | new F1 | change |",
-        "|---|---:|---:|---:|---:|",
+        "| domain | support | old F1 | new F1 | change | 90% interval of the change |",
+        "|---|---:|---:|---:|---:|---|",
     ]
+    interval = report["metrics"].get("change_interval_90", {})
+
+    def _interval(key: str) -> str:
+        if key not in interval or (key == "macro_f1" and report["new_domains"]):  # that one is over old domains only
+            return "-"
+        return f"{interval[key][0]:+.3f} … {interval[key][1]:+.3f}"
+
     for label in ids:
         n = new["per_label"][label]["support"]
         nf = new["per_label"][label]["f1"]
         of = old["per_label"][label]["f1"] if old else None
         lines.append(f"| {label} | {n} | {'-' if of is None else f'{of:.3f}'} | {nf:.3f} | "
-                     f"{'-' if of is None else f'{nf - of:+.3f}'} |")
+                     f"{'-' if of is None else f'{nf - of:+.3f}'} | {_interval(label)} |")
     for key, title in (("macro_f1", "macro-F1"), ("micro_f1", "micro-F1")):
         of = old[key] if old else None
         lines.append(f"| **{title}** | | {'-' if of is None else f'{of:.3f}'} | {new[key]:.3f} | "
-                     f"{'-' if of is None else f'{new[key] - of:+.3f}'} |")
+                     f"{'-' if of is None else f'{new[key] - of:+.3f}'} | {_interval(key)} |")
+    if interval:
+        lo, hi = interval["macro_f1"]
+        lines += ["", f"Macro-F1 over the old domains changed by {lo:+.3f} … {hi:+.3f} (90% interval). The intervals "
+                  "resample the test rows (paired bootstrap, 1,000 draws): a change whose interval spans 0 may be "
+                  "noise. The gate itself compares point estimates."]
     lines += ["", "## Gate checks", "", "| check | old | new | passed |", "|---|---:|---:|---|"]
     for check in gate_["checks"]:
         lines.append(f"| {check['check']} | {check.get('old', '-')} | {check.get('new', '-')} | "

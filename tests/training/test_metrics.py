@@ -126,3 +126,18 @@ def test_rouge_punctuation_whitespace_and_multi_reference(offline_metrics) -> No
     assert _rouge(metric, "产业链，稳定。", "产业链 稳定", remove_punctuation=False)["rougeL"] < 1.0
     r = metric.compute(predictions=["中小企业", "碳达峰"], references=[["产业链", "中小企业"], ["碳中和"]])
     assert r["rouge1"] == pytest.approx((1.0 + 1 / 3) / 2)  # best reference for row 1; only 碳 shared in row 2
+
+
+def test_paired_bootstrap_interval_brackets_the_change() -> None:
+    import numpy as np
+
+    from training.metrics import paired_bootstrap_f1_change
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=(300, 2))
+    same = paired_bootstrap_f1_change(y, y, y, ["a", "b"])
+    assert same["a"] == (0.0, 0.0) and same["macro_f1"] == (0.0, 0.0)
+    worse = y.copy()
+    worse[:150, 0] = 1 - worse[:150, 0]  # half of label a flipped: a clear loss, label b untouched
+    interval = paired_bootstrap_f1_change(y, y, worse, ["a", "b"])
+    assert interval["a"][1] < 0 and interval["b"] == (0.0, 0.0) and interval["macro_f1"][1] < 0
