@@ -37,3 +37,21 @@ def test_a_bad_file_is_reported_and_the_rest_still_segmented(tmp_path):
 def test_nothing_readable_is_an_error(tmp_path):
     result = runner.invoke(app, ["segment", str(tmp_path / "missing.txt")])
     assert result.exit_code != 0 and "missing.txt" in result.output
+
+
+def test_evaluate_scores_baselines_on_labelled_files_from_other_documents(tmp_path):
+    """`--test` replaces the test split; labels of an added domain are ignored, not an error."""
+    rows = [
+        {"id": "x#0", "text": "支持中小企业专精特新发展，加大融资担保力度。", "labels": ["sme"]},
+        {"id": "x#1", "text": "推动钢铁行业节能降碳改造，建设绿色工厂。", "labels": ["carbon"]},
+        {"id": "x#2", "text": "建设智能工厂和数字化车间。", "labels": ["smart_mfg"]},
+        {"id": "x#3", "text": "会议在北京举行。", "labels": []},
+    ]
+    test_file = tmp_path / "other.jsonl"
+    test_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "no-model"), "--no-silver",
+                                 "--test", str(test_file), "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    reports = json.loads((tmp_path / "eval" / "evaluation.json").read_text(encoding="utf-8"))
+    assert set(reports) == {"tfidf", "keyword"}
+    assert reports["keyword"]["n"] == 4 and reports["keyword"]["per_label"]["sme"]["support"] == 1
