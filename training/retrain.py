@@ -33,6 +33,7 @@ import numpy as np
 from policylens.dataset import SPLITS, SplitConfig, split_by_document
 from policylens.io import InputError, write_json
 from policylens.taxonomy import Taxonomy
+from training.metrics import paired_bootstrap_f1_change
 from training.registry import GateConfig, GateDecision, Registry, gate
 from training.store import LabelStore
 from training.tagger import TaggerConfig, TrainResult, data_fingerprint, train_tagger
@@ -267,12 +268,10 @@ def build_report(
         old_test = predict_labels(old_dir, [r["text"] for r in test], ids, threads)
         old_dev = predict_labels(old_dir, [r["text"] for r in dev_new], ids, threads)
         metrics["old"] = {"test": _report(y_test, old_test, ids)}
-        from training.metrics import paired_bootstrap_f1_change
-
-        labels_both = [label for label in ids if label in old_domains]
-        cols = [ids.index(label) for label in labels_both]
+        kept = [label for label in old_domains if label in ids]
+        cols = [ids.index(label) for label in kept]
         metrics["change_interval_90"] = paired_bootstrap_f1_change(
-            y_test[:, cols], old_test[:, cols], new_test[:, cols], labels_both)
+            y_test[:, cols], old_test[:, cols], new_test[:, cols], kept)
         if dev_new:
             metrics["old"]["dev_new_rows"] = _report(y_dev_new, old_dev, ids)
         for row, gold, before, after in zip(test, y_test, old_test, new_test):

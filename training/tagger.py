@@ -107,7 +107,6 @@ def _init_pooler_as_identity(model, missing_keys: list[str]) -> None:
 
 def load_for_training(backbone_dir: str, taxonomy: Taxonomy, config: TaggerConfig):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     tokenizer = AutoTokenizer.from_pretrained(backbone_dir)

@@ -94,6 +94,8 @@ def test_the_gate_refuses_a_model_that_forgets_a_domain(world, tiny_backbone_dir
     assert report["changed_examples"] and all("carbon" not in ex["new"] for ex in report["changed_examples"])
     md = (result.model_dir / "report.md").read_text(encoding="utf-8")
     assert "NOT PROMOTED" in md and "carbon" in md and "| old F1 | new F1 |" in md
+    lo, hi = result.report["metrics"]["change_interval_90"]["carbon"]  # the forgotten domain's loss is no noise
+    assert lo <= hi < 0 and "90% interval" in md
     # old test documents never move: same test docs, plus (maybe) new ones
     assert set(registry.info("v0001")["sizes"]) == {"train", "dev", "test"}
     assert set(registry.test_doc_ids()) <= {d for d, s in registry.split_assignments().items() if s == "test"}
