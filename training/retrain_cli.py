@@ -63,11 +63,16 @@ def add(
 
 
 def suggest(
-    inputs: list[str] = typer.Argument(..., help="Corpus: JSON Lines of documents, files, folders or globs."),
+    inputs: Optional[list[str]] = typer.Argument(None, help="Corpus: JSON Lines of documents, files, folders or globs."),
     n: int = typer.Option(50, "--n", help="How many paragraphs to suggest."),
+    like: Optional[Path] = typer.Option(None, "--like", help="Example paragraphs of a (new) domain, one per line or JSON "
+                                        "Lines with \"text\": rank by similarity to them instead of uncertainty."),
+    relabel: bool = typer.Option(False, "--relabel", help="With --like: rank the store's labelled paragraphs instead "
+                                 "of a corpus, written as correction rows (add the new label where it applies)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Tagger dir [default: the registry's current version]."),
-    out: Path = typer.Option(Path("to_label.jsonl"), "--out", "-o", help="JSON Lines to fill in (labels: [])."),
-    weight: float = typer.Option(0.5, help="Uncertainty (1) vs diversity (0)."),
+    backbone: Optional[str] = typer.Option(None, help="Encoder for --like (default: converted multilingual-e5-small)."),
+    out: Path = typer.Option(Path("to_label.jsonl"), "--out", "-o", help="JSON Lines to fill in."),
+    weight: float = typer.Option(0.5, help="Uncertainty or similarity (1) vs diversity (0)."),
     max_docs: Optional[int] = typer.Option(None, "--max-docs", help="Read at most this many documents."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the model."),
     store: Path = _STORE,
@@ -75,21 +80,33 @@ def suggest(
     silver: bool = _SILVER,
     registry: Path = _REGISTRY,
 ) -> None:
-    """Rank unlabelled paragraphs by model uncertainty with diversity; write rows ready to label."""
+    """Rank paragraphs worth labelling: uncertain ones (with diversity), or ones like a new domain's examples."""
     from policylens.io import InputError
     from training.registry import Registry
-    from training.suggest import SuggestConfig, suggest as run_suggest, write_suggestions
+    from training.suggest import SuggestConfig, rank, read_examples, relabel_candidates, suggest as run_suggest
+    from training.suggest import write_suggestions
 
+    if relabel == bool(inputs):
+        _fail("give a corpus to rank, or --relabel (with --like) to rank the label store's own paragraphs")
+    if relabel and like is None:
+        _fail("--relabel needs --like: examples of the domain to look for among labelled paragraphs")
     try:
+        config = SuggestConfig(n=n, weight=weight, max_docs=max_docs)
+        examples = read_examples(like) if like else ()
         model_dir = model or Registry(registry).current_dir()
-        if model_dir is None:
+        if model_dir is None and not examples:
             typer.echo("no model given and no current registry version: ranking by diversity only", err=True)
-        known = [row["text"] for row in _store(store, taxonomy, silver).rows()]
-        rows = run_suggest(inputs, model_dir, known, SuggestConfig(n=n, weight=weight, max_docs=max_docs), threads)
+        labelled = _store(store, taxonomy, silver).rows()
+        if relabel:
+            rows = rank(relabel_candidates(labelled, config), model_dir, config, threads, examples, backbone)
+        else:
+            known = [row["text"] for row in labelled]
+            rows = run_suggest(inputs, model_dir, known, config, threads, examples, backbone)
     except (InputError, ValueError) as err:
         _fail(str(err))
     write_suggestions(rows, out)
-    typer.echo(f"wrote {len(rows)} paragraphs to label to {out}; fill in `labels`, then `policylens add {out}`")
+    todo = "add the new label to the rows it applies to" if relabel else "fill in `labels`"
+    typer.echo(f"wrote {len(rows)} paragraphs to label to {out}; {todo}, then `policylens add {out}`")
 
 
 def retrain(

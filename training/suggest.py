@@ -6,6 +6,13 @@ greedily: each step takes the paragraph maximising
 `weight * uncertainty + (1 - weight) * distance to the nearest picked one`
 (cosine distance on char 2-3-gram TF-IDF, which needs no model and suits
 Chinese without word segmentation). Without a model, only diversity counts.
+
+A new domain has no model yet, so uncertainty cannot find it: with `like`
+examples (a few paragraphs the analyst wrote or picked), the score is instead
+each paragraph's largest cosine similarity to an example, on mean-pooled e5
+embeddings of the backbone (examples as queries, paragraphs as passages). The same ranking over the label store's own
+paragraphs (`relabel_candidates`) finds old paragraphs that the new domain
+covers, written as correction rows.
 """
 
 from __future__ import annotations
@@ -61,6 +68,42 @@ def diverse_pick(texts: Sequence[str], scores: np.ndarray, n: int, weight: float
     return picked
 
 
+def similarity_to_examples(texts: Sequence[str], examples: Sequence[str], encoder) -> np.ndarray:
+    """Per text, its largest cosine similarity to any example (embeddings are L2-normalised).
+
+    The examples are embedded as e5 queries ("query: "), the texts as passages: on
+    corpus paragraphs this ranked far more of a new domain's paragraphs first than
+    passage-to-passage similarity, whose scores bunch up for any policy prose."""
+    if not examples:
+        raise ValueError("no example paragraphs to compare with")
+    queries = np.stack([encoder.encode_query(text) for text in examples])
+    return (encoder.encode(list(texts)) @ queries.T).max(axis=1)
+
+
+def read_examples(path: str | Path) -> list[str]:
+    """Example paragraphs: JSON Lines rows with a "text", or a plain-text file with one paragraph per line."""
+    from policylens.io import InputError, read_jsonl
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such example file")
+    if path.suffix == ".jsonl":
+        texts = [str(row.get("text") or "").strip() for _, row in read_jsonl(path)]
+    else:
+        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise InputError(f"{path}: no example paragraphs (expected non-empty lines or JSON rows with \"text\")")
+    return texts
+
+
+def relabel_candidates(store_rows: Iterable[dict], config: SuggestConfig) -> list[dict]:
+    """The store's labelled paragraphs as correction rows: keep the labels, add the new domain where it applies."""
+    return [{"id": row["id"], "doc_id": row.get("doc_id", ""), "source": row.get("source", ""), "text": row["text"],
+             "labels": list(row["labels"]), "correction": True}
+            for row in store_rows if len(row["text"]) >= config.min_chars]
+
+
 def candidate_paragraphs(inputs: Iterable[str | Path], known_hashes: set[str], config: SuggestConfig) -> list[dict]:
     """Segmented, de-duplicated paragraphs of the inputs that are not labelled yet."""
     from policylens.ingest import IngestError, iter_inputs
@@ -90,34 +133,60 @@ def suggest(
     known_texts: Iterable[str] = (),
     config: SuggestConfig | None = None,
     num_threads: int | None = None,
+    like: Sequence[str] = (),
+    backbone: str | None = None,
 ) -> list[dict]:
-    """Rows ready to label: id, doc_id, text, suggested labels, scores, uncertainty, and `labels: []` to fill in."""
+    """Unlabelled corpus paragraphs ready to label (`labels: []` to fill in), best first."""
     config = config or SuggestConfig()
     candidates = candidate_paragraphs(inputs, {text_hash(t) for t in known_texts}, config)
+    return rank(candidates, model_dir, config, num_threads, like, backbone)
+
+
+def rank(
+    candidates: list[dict],
+    model_dir: str | Path | None = None,
+    config: SuggestConfig | None = None,
+    num_threads: int | None = None,
+    like: Sequence[str] = (),
+    backbone: str | None = None,
+) -> list[dict]:
+    """Pick `config.n` candidates: by similarity to `like` examples if given, else by model uncertainty;
+    each row gains the model's labels and scores as hints, and `labels` if it has none yet."""
+    config = config or SuggestConfig()
     if not candidates:
         return []
     texts = [c["text"] for c in candidates]
+    predictor, probs = None, None
     if model_dir is not None:
         from inference.predictor import Predictor
 
         predictor = Predictor(model_dir, summarizer=None, num_threads=num_threads)
+    if like:
+        from training.summarizer import SentenceEncoder
+
+        key, score = "similarity", similarity_to_examples(texts, like, SentenceEncoder(backbone, num_threads=num_threads))
+    elif predictor is not None:
         probs = predictor.predict_proba(texts)
-        thresholds, labels = predictor.meta.thresholds, predictor.labels
-        unsure = uncertainty(probs, thresholds)
+        key, score = "uncertainty", uncertainty(probs, predictor.meta.thresholds)
     else:
-        probs, thresholds, labels = np.zeros((len(texts), 0)), [], []
-        unsure = np.zeros(len(texts))
-    pool = np.argsort(-unsure, kind="stable")[: config.n * config.pool_factor]
-    picked = [int(pool[i]) for i in diverse_pick([texts[i] for i in pool], unsure[pool], config.n, config.weight)]
+        key, score = "uncertainty", np.zeros(len(texts))
+    pool = np.argsort(-score, kind="stable")[: config.n * config.pool_factor]
+    span = np.ptp(score[pool]) if len(pool) else 0.0
+    relative = (score[pool] - score[pool].min()) / span if span > 0 else np.zeros(len(pool))  # similarities bunch up
+    picked = [int(pool[i]) for i in diverse_pick([texts[i] for i in pool], relative, config.n, config.weight)]
+    if predictor is not None:
+        hints = probs[picked] if probs is not None else predictor.predict_proba([texts[i] for i in picked])
+        labels, thresholds = predictor.labels, predictor.meta.thresholds
+    else:
+        hints, labels, thresholds = np.zeros((len(picked), 0)), [], []
     rows = []
-    for i in picked:
-        scores = {label: round(float(p), 4) for label, p in zip(labels, probs[i])}
+    for i, p in zip(picked, hints):
         rows.append({
             **candidates[i],
-            "suggested": [label for label, p, t in zip(labels, probs[i], thresholds) if p >= t],
-            "scores": scores,
-            "uncertainty": round(float(unsure[i]), 4),
-            "labels": [],
+            "suggested": [label for label, q, t in zip(labels, p, thresholds) if q >= t],
+            "scores": {label: round(float(q), 4) for label, q in zip(labels, p)},
+            key: round(float(score[i]), 4),
+            "labels": candidates[i].get("labels", []),
         })
     return rows
 

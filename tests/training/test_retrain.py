@@ -247,3 +247,54 @@ def test_suggest_ranks_unlabelled_paragraphs_by_uncertainty_and_diversity(world,
     assert all("（d0）" not in r["text"] for r in rows)  # already labelled in the store
     assert [r["uncertainty"] for r in rows][0] == max(r["uncertainty"] for r in rows)
     assert len(suggest([corpus], None, known)) == len(rows)  # no model: diversity only
+
+
+def test_suggest_like_examples_finds_a_new_domain_in_a_corpus_and_in_the_store(world, tiny_backbone_dir, tmp_path):
+    from training.suggest import SuggestConfig, rank, read_examples, relabel_candidates, suggest
+
+    store, registry, _, root = world
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"doc_id": "c2", "text": "\n\n".join(
+        [MFG[0], "提升产业链供应链韧性和安全水平，保障产业链稳定。", "培育专精特新中小企业，支持企业上市融资。"])}])
+    examples = tmp_path / "like.txt"
+    examples.write_text(f"{MFG[0]}\n\n", encoding="utf-8")
+    assert read_examples(examples) == [MFG[0]]
+    known = [r["text"] for r in store.rows()]
+    rows = suggest([corpus], registry.current_dir(), known, SuggestConfig(n=2), 1, read_examples(examples),
+                   str(tiny_backbone_dir))
+    assert rows[0]["text"] == MFG[0]  # the example itself ranks first
+    assert len(rows) == 2 and rows[1]["similarity"] < rows[0]["similarity"]
+    assert rows[0]["labels"] == [] and set(rows[0]["scores"]) >= {"5g", "sme", "carbon", "supply_chain"}
+
+    # the store's own paragraphs come back as correction rows that keep their labels
+    target = next(r for r in store.rows() if r["labels"] == ["carbon"])
+    fixes = rank(relabel_candidates(store.rows(), SuggestConfig()), None, SuggestConfig(n=5), 1, [target["text"]],
+                 str(tiny_backbone_dir))
+    same_sentence = target["text"].split("（")[0]  # the example's sentence, from this or another document
+    assert fixes[0]["text"].startswith(same_sentence) and fixes[0]["labels"] == ["carbon"] and fixes[0]["correction"]
+    assert len(fixes) == 5 and len({f["id"] for f in fixes}) == 5
+    fixes[0]["labels"] = ["carbon", "supply_chain"]  # the analyst's edit; the untouched rows change nothing
+    if store.root.exists():  # work on a copy: the other tests share this store (empty until one adds)
+        shutil.copytree(store.root, tmp_path / "store")
+    shutil.copy(store.taxonomy_path, tmp_path / "taxonomy.json")
+    copy = LabelStore(tmp_path / "store", taxonomy_path=tmp_path / "taxonomy.json", base_sources=store.base_sources)
+    report = copy.add([write_jsonl(tmp_path / "fixes.jsonl", fixes)])
+    assert report.corrected == [fixes[0]["id"]] and len(report.duplicates) == 4 and not report.added
+
+
+def test_suggest_cli_explains_what_it_needs(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from training.retrain_cli import register
+
+    app = typer.Typer()
+    register(app)
+    common = ["--store", str(tmp_path / "store"), "--no-silver", "--registry", str(tmp_path / "registry")]
+    result = CliRunner().invoke(app, ["suggest", *common])
+    assert result.exit_code == 2 and "give a corpus to rank, or --relabel" in result.output
+    result = CliRunner().invoke(app, ["suggest", "--relabel", *common])
+    assert result.exit_code == 2 and "--relabel needs --like" in result.output
+    (tmp_path / "empty.txt").write_text("\n \n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["suggest", "--relabel", "--like", str(tmp_path / "empty.txt"), *common])
+    assert result.exit_code == 2 and "empty.txt: no example paragraphs" in result.output
+
