@@ -90,7 +90,10 @@ def read_examples(path: str | Path) -> list[str]:
     if path.suffix == ".jsonl":
         texts = [str(row.get("text") or "").strip() for _, row in read_jsonl(path)]
     else:
-        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        try:
+            texts = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+        except UnicodeDecodeError as err:
+            raise InputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     texts = [t for t in texts if t]
     if not texts:
         raise InputError(f"{path}: no example paragraphs (expected non-empty lines or JSON rows with \"text\")")

@@ -297,4 +297,7 @@ def test_suggest_cli_explains_what_it_needs(tmp_path):
     (tmp_path / "empty.txt").write_text("\n \n", encoding="utf-8")
     result = CliRunner().invoke(app, ["suggest", "--relabel", "--like", str(tmp_path / "empty.txt"), *common])
     assert result.exit_code == 2 and "empty.txt: no example paragraphs" in result.output
+    (tmp_path / "gbk.txt").write_bytes("推进智能制造".encode("gbk"))
+    result = CliRunner().invoke(app, ["suggest", "--relabel", "--like", str(tmp_path / "gbk.txt"), *common])
+    assert result.exit_code == 2 and "gbk.txt: not UTF-8 text" in result.output
 
