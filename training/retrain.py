@@ -339,7 +339,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", f"Macro-F1 over the old domains changed by {lo:+.3f} … {hi:+.3f} (90% interval). The intervals "
                   "resample the test rows (paired bootstrap, 1,000 draws): a change whose interval spans 0 may be "
                   "noise. The gate itself compares point estimates."]
-    lines += ["", "## Gate checks", "", "| check | old | new | passed |", "|---|---:|---:|---|"]
+    lines += ["", "## Gate checks", ""]
+    if gate_["checks"]:
+        lines += ["| check | old | new | passed |", "|---|---:|---:|---|"]
+    else:
+        lines.append("none: there is no current model to compare with")
     for check in gate_["checks"]:
         lines.append(f"| {check['check']} | {check.get('old', '-')} | {check.get('new', '-')} | "
                      f"{'yes' if check['passed'] else '**no**'} {check.get('note', '')} |")

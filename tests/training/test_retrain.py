@@ -61,6 +61,7 @@ def test_first_version_is_promoted_and_records_the_test_split(world):
     assert test_docs and set(test_docs) <= set(registry.split_assignments())
     report = (first.model_dir / "report.md").read_text(encoding="utf-8")
     assert "PROMOTE" in report and "first version" in report
+    assert "none: there is no current model to compare with" in report and "| check | old |" not in report
 
 
 def sabotage_carbon(splits, taxonomy, output_dir, config, progress=True):
