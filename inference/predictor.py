@@ -45,7 +45,8 @@ class ParagraphTags:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    """Overflow-free: a sharp temperature makes logits of several hundred, where exp(-x) overflows."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def default_threads() -> int:

@@ -186,3 +186,16 @@ def test_thread_default_fits_the_machine(monkeypatch) -> None:
     assert 1 <= default_threads() <= 4
     monkeypatch.setenv("POLICYLENS_THREADS", "1")
     assert default_threads() == 1
+
+
+def test_sigmoid_is_exact_and_silent_for_extreme_logits():
+    import warnings
+
+    from inference.predictor import sigmoid
+
+    x = np.array([-800.0, -3.0, 0.0, 2.5, 800.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow warning fails the test
+        out = sigmoid(x)
+    np.testing.assert_allclose(out[1:4], 1.0 / (1.0 + np.exp(-x[1:4])), rtol=1e-12)
+    assert out[0] == 0.0 and out[-1] == 1.0
