@@ -115,6 +115,8 @@ def retrain(
     promote: bool = typer.Option(True, "--promote/--no-promote", help="Promote automatically when the gate passes."),
     max_macro_drop: float = typer.Option(0.01, help="Gate: largest allowed macro-F1 drop over old domains (test)."),
     max_domain_drop: float = typer.Option(0.03, help="Gate: largest allowed F1 drop of any old domain (test)."),
+    gate_rule: str = typer.Option("point", "--gate-rule", help="point: any drop over a margin refuses | significant: "
+                                  "only if its 90% bootstrap interval is also below 0 (small test splits)."),
     backbone: Optional[str] = typer.Option(None, help="Backbone for --from backbone (default: converted multilingual-e5-small)."),
     epochs: int = typer.Option(4),
     batch_size: int = typer.Option(16),
@@ -140,7 +142,7 @@ def retrain(
     try:
         config = RetrainConfig(
             start=start, mix_old=mix_old, promote=promote, split=SplitConfig(seed=seed),
-            gate=GateConfig(max_macro_drop=max_macro_drop, max_domain_drop=max_domain_drop),
+            gate=GateConfig(max_macro_drop=max_macro_drop, max_domain_drop=max_domain_drop, drop_rule=gate_rule),
             tagger=TaggerConfig(backbone=backbone, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                                 max_length=max_length, freeze_layers=freeze_layers, max_steps=max_steps,
                                 num_threads=threads, seed=seed),

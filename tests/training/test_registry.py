@@ -144,3 +144,19 @@ def test_gate_refuses_a_domain_drop_and_a_macro_drop_and_unlearned_data():
     unlearned = gate(old, old, domains, old_new_dev=_report({"5g": 0}, 0.5), new_new_dev=_report({"5g": 0}, 0.5))
     assert not unlearned.promote and "not learned" in unlearned.reasons[0]
     assert gate(None, old, []).promote
+
+
+def test_significant_drop_rule_forgives_only_drops_whose_interval_reaches_zero():
+    old = _report({"5g": 0.9, "sme": 0.8, "carbon": 0.9, "supply_chain": 0.7})
+    domains = list(old["per_label"])
+    new = _report({"5g": 0.86, "sme": 0.82, "carbon": 0.9, "supply_chain": 0.7})  # 5g -0.04 > 0.03
+    noisy = {"5g": (-0.08, 0.006), "macro_f1": (-0.02, 0.02)}
+    assert not gate(old, new, domains, change_intervals=noisy).promote  # the default rule ignores intervals
+    forgiven = gate(old, new, domains, change_intervals=noisy, config=GateConfig(drop_rule="significant"))
+    assert forgiven.promote and "forgiven as noise" in next(c["note"] for c in forgiven.checks if c["check"] == "f1_5g")
+    real = gate(old, new, domains, change_intervals={"5g": (-0.08, -0.01)}, config=GateConfig(drop_rule="significant"))
+    assert not real.promote and "interval of the change is below 0" in real.reasons[0]
+    unknown = gate(old, new, domains, config=GateConfig(drop_rule="significant"))  # no intervals: cannot forgive
+    assert not unknown.promote and "no interval to judge noise" in unknown.reasons[0]
+    with pytest.raises(ValueError, match="drop_rule must be one of point, significant"):
+        GateConfig(drop_rule="lenient")

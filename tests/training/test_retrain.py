@@ -11,7 +11,7 @@ import pytest
 from inference.predictor import Predictor
 from policylens.paths import DATA_DIR
 from policylens.taxonomy import Label
-from training.registry import Registry
+from training.registry import GateConfig, Registry, gate
 from training.retrain import RetrainConfig, grow_head, retrain
 from training.store import LabelStore
 from training.tagger import TaggerConfig
@@ -80,7 +80,6 @@ def sabotage_carbon(splits, taxonomy, output_dir, config, progress=True):
     save_tagger(model, AutoTokenizer.from_pretrained(config.backbone), parent, output_dir)
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # the switched-off logit, by design
 def test_the_gate_refuses_a_model_that_forgets_a_domain(world, tiny_backbone_dir, tmp_path):
     store, registry, _, root = world
     new_docs = [r for d in range(4) for r in doc_rows(f"n{d}", {"carbon": TOPICS["carbon"], "sme": TOPICS["sme"]})]
@@ -97,6 +96,9 @@ def test_the_gate_refuses_a_model_that_forgets_a_domain(world, tiny_backbone_dir
     assert "NOT PROMOTED" in md and "carbon" in md and "| old F1 | new F1 |" in md
     lo, hi = result.report["metrics"]["change_interval_90"]["carbon"]  # the forgotten domain's loss is no noise
     assert lo <= hi < 0 and "90% interval" in md
+    significant = gate(report["metrics"]["old"]["test"], report["metrics"]["new"]["test"], report["old_domains"],
+                       change_intervals=report["metrics"]["change_interval_90"], config=GateConfig(drop_rule="significant"))
+    assert not significant.promote  # a real loss is refused under the noise-aware rule too
     # old test documents never move: same test docs, plus (maybe) new ones
     assert set(registry.info("v0001")["sizes"]) == {"train", "dev", "test"}
     assert set(registry.test_doc_ids()) <= {d for d, s in registry.split_assignments().items() if s == "test"}
