@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from inference.model_dir import META_FILE, TaggerMeta
+from inference.model_dir import META_FILE, TaggerMeta, follow_pointer
 from policylens.document import Document
 from policylens.io import InputError, atomic_write
 
@@ -106,8 +106,8 @@ class BatchReport:
 
 
 def resolve_model_dir(model_dir: str | Path) -> Path:
-    """The tagger dir, or an InputError that says how to get one."""
-    model_dir = Path(model_dir)
+    """The tagger dir (or the one a registry pointer names), or an InputError that says how to get one."""
+    model_dir = follow_pointer(model_dir)
     if not (model_dir / META_FILE).exists():
         raise InputError(
             f"no tagger at {model_dir}: train one with `policylens train` "

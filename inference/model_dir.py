@@ -59,3 +59,27 @@ class TaggerMeta:
         obj["taxonomy"] = Taxonomy.from_dict(obj["taxonomy"], origin=str(path))
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in obj.items() if k in known})
+
+
+def read_pointer(pointer: Path) -> Path:
+    """The model dir named by a registry pointer file (a path; or JSON with a "path" key).
+
+    A relative path is taken relative to the pointer's folder (like a symlink),
+    else relative to the current directory when only that exists.
+    """
+    raw = pointer.read_text(encoding="utf-8").strip()
+    if raw.startswith("{"):
+        raw = str(json.loads(raw).get("path", "")).strip()
+    if not raw:
+        raise InputError(f"{pointer}: empty registry pointer (expected a model directory path)")
+    path = Path(raw).expanduser()
+    if path.is_absolute():
+        return path
+    beside = pointer.parent / path
+    return beside if beside.exists() or not path.exists() else path.resolve()
+
+
+def follow_pointer(path: str | Path) -> Path:
+    """`path` itself, or the model dir a registry pointer file names (e.g. `models/registry/CURRENT`)."""
+    path = Path(path)
+    return read_pointer(path) if path.is_file() else path

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from inference.analysis import AggregateConfig, DocumentAnalysis, SummaryView, TaggedParagraph, build_analysis
-from inference.model_dir import META_FILE, TaggerMeta
+from inference.model_dir import META_FILE, TaggerMeta, follow_pointer
 from inference.windows import length_sorted_batches, pad_batch, pool_windows, tokenize_windows
 from policylens.chinese import normalize
 from policylens.document import Document
@@ -186,7 +186,7 @@ class Predictor:
         segment_config: SegmentConfig | None = None,
         summary_chars: int | None = None,  # None: the summariser's own budget (~6% of the body)
     ) -> None:
-        self.model_dir = Path(model_dir)
+        self.model_dir = follow_pointer(model_dir)
         self.meta = TaggerMeta.load(self.model_dir)
         self.backend = backend or model_settings(self.model_dir).get("backend") or "torch"
         if self.backend not in BACKENDS:

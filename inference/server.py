@@ -39,6 +39,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic_core import PydanticCustomError
 
 from inference.batching import BatcherClosed, MicroBatcher, Overloaded
+from inference.model_dir import read_pointer
 from policylens.document import Document
 from policylens.io import InputError
 from policylens.paths import MODELS_DIR
@@ -318,24 +319,6 @@ class LoadedModel:
     model_dir: Path
     fingerprint: tuple
     loaded_at: float
-
-
-def read_pointer(pointer: Path) -> Path:
-    """The model dir named by a registry pointer file (a path; or JSON with a "path" key).
-
-    A relative path is taken relative to the pointer's folder (like a symlink),
-    else relative to the current directory when only that exists.
-    """
-    raw = pointer.read_text(encoding="utf-8").strip()
-    if raw.startswith("{"):
-        raw = str(json.loads(raw).get("path", "")).strip()
-    if not raw:
-        raise InputError(f"{pointer}: empty registry pointer (expected a model directory path)")
-    path = Path(raw).expanduser()
-    if path.is_absolute():
-        return path
-    beside = pointer.parent / path
-    return beside if beside.exists() or not path.exists() else path.resolve()
 
 
 def fingerprint(model_dir: Path) -> tuple:

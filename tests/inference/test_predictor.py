@@ -199,3 +199,16 @@ def test_sigmoid_is_exact_and_silent_for_extreme_logits():
         out = sigmoid(x)
     np.testing.assert_allclose(out[1:4], 1.0 / (1.0 + np.exp(-x[1:4])), rtol=1e-12)
     assert out[0] == 0.0 and out[-1] == 1.0
+
+
+def test_a_registry_pointer_file_stands_for_the_model_dir_it_names(tiny_tagger_dir, tmp_path):
+    from inference.batch import resolve_model_dir
+    from policylens.io import InputError
+
+    pointer = tmp_path / "CURRENT"  # what `policylens models promote` writes
+    pointer.write_text(f"{tiny_tagger_dir}\n", encoding="utf-8")
+    assert resolve_model_dir(pointer) == tiny_tagger_dir
+    assert Predictor(pointer, summarizer=None, num_threads=1).model_dir == tiny_tagger_dir
+    pointer.write_text(str(tmp_path / "gone"), encoding="utf-8")
+    with pytest.raises(InputError, match="no tagger at .*gone"):
+        resolve_model_dir(pointer)
