@@ -243,6 +243,28 @@ def retrain(
     return RetrainResult(version, promoted, decision, report, registry.path(version))
 
 
+_EFFECT_ORDER = {"worse": 0, "mixed": 1, "better": 2}
+
+
+def changed_predictions(rows: list[dict], gold: np.ndarray, old: np.ndarray, new: np.ndarray, ids: list[str],
+                        old_domains: list[str]) -> list[dict]:
+    """Rows whose predicted labels changed, regressions first: a reviewer of the gate looks there.
+
+    `lost` are labels the old model had right and the new one has wrong, `gained`
+    the reverse; losses on old domains sort before any other change."""
+    out = []
+    for row, g, before, after in zip(rows, gold, old, new):
+        if not (before != after).any():
+            continue
+        lost = [ids[j] for j in np.flatnonzero((before == g) & (after != g))]
+        gained = [ids[j] for j in np.flatnonzero((before != g) & (after == g))]
+        effect = "mixed" if lost and gained else "worse" if lost else "better"
+        out.append({"id": row["id"], "text": row["text"], "gold": _names(g, ids), "old": _names(before, ids),
+                    "new": _names(after, ids), "effect": effect, "lost": lost, "gained": gained})
+    old_set = set(old_domains)
+    return sorted(out, key=lambda ex: (not old_set.intersection(ex["lost"]), _EFFECT_ORDER[ex["effect"]]))
+
+
 def build_report(
     splits: dict[str, list[dict]],
     taxonomy: Taxonomy,
@@ -274,11 +296,7 @@ def build_report(
             y_test[:, cols], old_test[:, cols], new_test[:, cols], kept)
         if dev_new:
             metrics["old"]["dev_new_rows"] = _report(y_dev_new, old_dev, ids)
-        for row, gold, before, after in zip(test, y_test, old_test, new_test):
-            if (before != after).any() and len(changed) < config.max_changed:
-                changed.append({"id": row["id"], "text": row["text"], "gold": _names(gold, ids),
-                                "old": _names(before, ids), "new": _names(after, ids),
-                                "better": bool((after == gold).sum() > (before == gold).sum())})
+        changed = changed_predictions(test, y_test, old_test, new_test, ids, old_domains)
     decision = gate(
         metrics.get("old", {}).get("test"), metrics["new"]["test"], old_domains,
         old_new_dev=metrics.get("old", {}).get("dev_new_rows"), new_new_dev=metrics["new"].get("dev_new_rows"),
@@ -294,7 +312,9 @@ def build_report(
         "metrics": metrics,
         "gate": decision.to_dict(),
         "gate_rule": config.gate.drop_rule,
-        "changed_examples": changed,
+        "changed_counts": {effect: sum(ex["effect"] == effect for ex in changed)
+                           for effect in ("worse", "mixed", "better")},
+        "changed_examples": changed[: config.max_changed],
     }
 
 
@@ -351,12 +371,17 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {check['check']} | {check.get('old', '-')} | {check.get('new', '-')} | "
                      f"{'yes' if check['passed'] else '**no**'} {check.get('note', '')} |")
     changed = report["changed_examples"]
-    lines += ["", f"## Changed test predictions (first {len(changed)})", ""]
+    counts = report.get("changed_counts", {})
+    lines += ["", "## Changed test predictions", ""]
     if changed:
-        lines += ["| id | gold | old | new | text |", "|---|---|---|---|---|"]
+        lines += [f"{sum(counts.values())} test paragraphs changed: {counts.get('worse', 0)} worse, "
+                  f"{counts.get('mixed', 0)} mixed, {counts.get('better', 0)} better. The first {len(changed)}, "
+                  "losses on old domains first:", "",
+                  "| id | effect | gold | old | new | text |", "|---|---|---|---|---|---|"]
         for ex in changed:
             text = ex["text"][:60].replace("|", "\\|")
-            lines.append(f"| {ex['id']} | {', '.join(ex['gold']) or '-'} | {', '.join(ex['old']) or '-'} | "
+            effect = ex["effect"] + (f" (lost {', '.join(ex['lost'])})" if ex["lost"] else "")
+            lines.append(f"| {ex['id']} | {effect} | {', '.join(ex['gold']) or '-'} | {', '.join(ex['old']) or '-'} | "
                          f"{', '.join(ex['new']) or '-'} | {text} |")
     else:
         lines.append("none" if old else "no previous model to compare with")

@@ -92,8 +92,10 @@ def test_the_gate_refuses_a_model_that_forgets_a_domain(world, tiny_backbone_dir
     report = json.loads((result.model_dir / "report.json").read_text(encoding="utf-8"))
     assert report["gate"]["promote"] is False and report["metrics"]["new"]["test"]["per_label"]["carbon"]["f1"] == 0.0
     assert report["changed_examples"] and all("carbon" not in ex["new"] for ex in report["changed_examples"])
+    first = report["changed_examples"][0]  # regressions on old domains lead the list
+    assert first["effect"] == "worse" and first["lost"] == ["carbon"] and report["changed_counts"]["worse"] >= 1
     md = (result.model_dir / "report.md").read_text(encoding="utf-8")
-    assert "NOT PROMOTED" in md and "carbon" in md and "| old F1 | new F1 |" in md
+    assert "NOT PROMOTED" in md and "carbon" in md and "| old F1 | new F1 |" in md and "worse (lost carbon)" in md
     lo, hi = result.report["metrics"]["change_interval_90"]["carbon"]  # the forgotten domain's loss is no noise
     assert lo <= hi < 0 and "90% interval" in md
     significant = gate(report["metrics"]["old"]["test"], report["metrics"]["new"]["test"], report["old_domains"],
@@ -304,3 +306,16 @@ def test_suggest_cli_explains_what_it_needs(tmp_path):
     result = CliRunner().invoke(app, ["suggest", "--relabel", "--like", str(tmp_path / "gbk.txt"), *common])
     assert result.exit_code == 2 and "gbk.txt: not UTF-8 text" in result.output
 
+
+
+def test_changed_predictions_list_old_domain_losses_first():
+    from training.retrain import changed_predictions
+
+    ids = ["5g", "sme", "smart_mfg"]
+    rows = [{"id": f"p{i}", "text": f"t{i}"} for i in range(4)]
+    gold = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 1], [0, 0, 0]])
+    old = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0]])
+    new = np.array([[0, 0, 1], [0, 0, 0], [0, 0, 1], [0, 0, 0]])  # p0 better, p1 worse, p2 mixed, p3 unchanged
+    changed = changed_predictions(rows, gold, old, new, ids, old_domains=["5g", "sme"])
+    assert [(ex["id"], ex["effect"]) for ex in changed] == [("p1", "worse"), ("p2", "mixed"), ("p0", "better")]
+    assert changed[1]["lost"] == ["sme"] and changed[1]["gained"] == ["smart_mfg"]
