@@ -174,9 +174,11 @@ def rank(
     else:
         key, score = "uncertainty", np.zeros(len(texts))
     pool = np.argsort(-score, kind="stable")[: config.n * config.pool_factor]
-    span = np.ptp(score[pool]) if len(pool) else 0.0
-    relative = (score[pool] - score[pool].min()) / span if span > 0 else np.zeros(len(pool))  # similarities bunch up
-    picked = [int(pool[i]) for i in diverse_pick([texts[i] for i in pool], relative, config.n, config.weight)]
+    weights = score[pool]
+    if like and len(pool):  # cosine similarities bunch up (about 0.85-0.95): spread them over [0, 1] like uncertainty
+        span = np.ptp(weights)
+        weights = (weights - weights.min()) / span if span > 0 else np.zeros(len(pool))
+    picked = [int(pool[i]) for i in diverse_pick([texts[i] for i in pool], weights, config.n, config.weight)]
     if predictor is not None:
         hints = probs[picked] if probs is not None else predictor.predict_proba([texts[i] for i in picked])
         labels, thresholds = predictor.labels, predictor.meta.thresholds
