@@ -20,7 +20,6 @@ serving.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import os
@@ -41,7 +40,6 @@ from pydantic_core import PydanticCustomError
 from inference.batching import BatcherClosed, MicroBatcher, Overloaded
 from inference.model_dir import read_pointer
 from policylens.document import Document
-from policylens.io import InputError
 from policylens.paths import MODELS_DIR
 
 log = logging.getLogger("policylens.server")

@@ -417,7 +417,7 @@ def test_reload_without_change_is_a_no_op_and_model_dir_is_watched(tiny_tagger_d
 
 
 def test_pointer_paths_are_relative_to_the_pointer_file(tmp_path: Path) -> None:
-    from inference.server import read_pointer
+    from inference.model_dir import read_pointer
 
     (tmp_path / "taggers" / "v3").mkdir(parents=True)
     (tmp_path / "registry").mkdir()

@@ -36,7 +36,7 @@ def stage_copy(registry: Registry, source: Path) -> Path:
 
 def test_register_promote_rollback_and_the_server_reads_the_pointer(tagger_dir, tmp_path):
     from inference.predictor import Predictor
-    from inference.server import read_pointer
+    from inference.model_dir import read_pointer
 
     registry = Registry(tmp_path / "registry")
     names = [str(stage_copy(registry, tagger_dir)) for _ in range(3)]
