@@ -69,6 +69,8 @@ def suggest(
                                         "Lines with \"text\": rank by similarity to them instead of uncertainty."),
     relabel: bool = typer.Option(False, "--relabel", help="With --like: rank the store's labelled paragraphs instead "
                                  "of a corpus, written as correction rows (add the new label where it applies)."),
+    skip_label: Optional[str] = typer.Option(None, "--skip-label", help="With --relabel: leave out paragraphs that "
+                                             "already carry this label (a second round of corrections)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Tagger dir [default: the registry's current version]."),
     backbone: Optional[str] = typer.Option(None, help="Encoder for --like (default: converted multilingual-e5-small)."),
     out: Path = typer.Option(Path("to_label.jsonl"), "--out", "-o", help="JSON Lines to fill in."),
@@ -98,7 +100,7 @@ def suggest(
             typer.echo("no model given and no current registry version: ranking by diversity only", err=True)
         labelled = _store(store, taxonomy, silver).rows()
         if relabel:
-            rows = rank(relabel_candidates(labelled, config), model_dir, config, threads, examples, backbone)
+            rows = rank(relabel_candidates(labelled, config, skip_label), model_dir, config, threads, examples, backbone)
         else:
             known = [row["text"] for row in labelled]
             rows = run_suggest(inputs, model_dir, known, config, threads, examples, backbone)

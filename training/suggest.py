@@ -100,11 +100,14 @@ def read_examples(path: str | Path) -> list[str]:
     return texts
 
 
-def relabel_candidates(store_rows: Iterable[dict], config: SuggestConfig) -> list[dict]:
-    """The store's labelled paragraphs as correction rows: keep the labels, add the new domain where it applies."""
+def relabel_candidates(store_rows: Iterable[dict], config: SuggestConfig, skip_label: str | None = None) -> list[dict]:
+    """The store's labelled paragraphs as correction rows: keep the labels, add the new domain where it applies.
+
+    `skip_label` leaves out paragraphs that already carry it, so a second round
+    of corrections does not show the first round's again."""
     return [{"id": row["id"], "doc_id": row.get("doc_id", ""), "source": row.get("source", ""), "text": row["text"],
              "labels": list(row["labels"]), "correction": True}
-            for row in store_rows if len(row["text"]) >= config.min_chars]
+            for row in store_rows if len(row["text"]) >= config.min_chars and skip_label not in row["labels"]]
 
 
 def candidate_paragraphs(inputs: Iterable[str | Path], known_hashes: set[str], config: SuggestConfig) -> list[dict]:

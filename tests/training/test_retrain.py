@@ -277,6 +277,8 @@ def test_suggest_like_examples_finds_a_new_domain_in_a_corpus_and_in_the_store(w
     same_sentence = target["text"].split("（")[0]  # the example's sentence, from this or another document
     assert fixes[0]["text"].startswith(same_sentence) and fixes[0]["labels"] == ["carbon"] and fixes[0]["correction"]
     assert len(fixes) == 5 and len({f["id"] for f in fixes}) == 5
+    second_round = relabel_candidates(store.rows(), SuggestConfig(), skip_label="carbon")
+    assert second_round and not any("carbon" in row["labels"] for row in second_round)
     fixes[0]["labels"] = ["carbon", "supply_chain"]  # the analyst's edit; the untouched rows change nothing
     if store.root.exists():  # work on a copy: the other tests share this store (empty until one adds)
         shutil.copytree(store.root, tmp_path / "store")
