@@ -10,9 +10,9 @@ Chinese without word segmentation). Without a model, only diversity counts.
 A new domain has no model yet, so uncertainty cannot find it: with `like`
 examples (a few paragraphs the analyst wrote or picked), the score is instead
 each paragraph's largest cosine similarity to an example, on mean-pooled e5
-embeddings of the backbone (examples as queries, paragraphs as passages). The same ranking over the label store's own
-paragraphs (`relabel_candidates`) finds old paragraphs that the new domain
-covers, written as correction rows.
+embeddings of the backbone (examples as queries, paragraphs as passages). The
+same ranking over the label store's own paragraphs (`relabel_candidates`) finds
+old paragraphs that the new domain covers, written as correction rows.
 """
 
 from __future__ import annotations
@@ -170,7 +170,8 @@ def rank(
     if like:
         from training.summarizer import SentenceEncoder
 
-        key, score = "similarity", similarity_to_examples(texts, like, SentenceEncoder(backbone, num_threads=num_threads))
+        encoder = SentenceEncoder(backbone, num_threads=num_threads)
+        key, score = "similarity", similarity_to_examples(texts, like, encoder)
     elif predictor is not None:
         probs = predictor.predict_proba(texts)
         key, score = "uncertainty", uncertainty(probs, predictor.meta.thresholds)
