@@ -64,7 +64,12 @@ class AbstractiveGenerator:
     def load(cls, name_or_path: str | os.PathLike, config: GeneratorConfig | None = None) -> "AbstractiveGenerator":
         """Local dir or hub id (offline: only what is cached). Raises GeneratorUnavailable with the reason."""
         try:
-            from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+            from transformers import (
+                AutoConfig,
+                AutoModelForCausalLM,
+                AutoModelForSeq2SeqLM,
+                AutoTokenizer,
+            )
 
             name = str(name_or_path)
             model_config = AutoConfig.from_pretrained(name)

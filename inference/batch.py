@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from inference.model_dir import META_FILE, TaggerMeta, follow_pointer
 from policylens.document import Document
-from policylens.io import InputError, atomic_write
+from policylens.io import atomic_write
+from policylens.tagger.model_dir import TaggerMeta, resolve_model_dir
 
 FORMATS = ("jsonl", "csv", "md", "html")
 ENGINES = ("local", "ray")
@@ -103,17 +103,6 @@ class BatchReport:
                 f"{self.paragraphs} paragraphs in {self.seconds:.1f} s "
                 f"({self.paragraphs_per_second:.1f} paragraphs/s), {len(self.errors)} errors"
                 + (f" -> {self.out}" if self.out else ""))
-
-
-def resolve_model_dir(model_dir: str | Path) -> Path:
-    """The tagger dir (or the one a registry pointer names), or an InputError that says how to get one."""
-    model_dir = follow_pointer(model_dir)
-    if not (model_dir / META_FILE).exists():
-        raise InputError(
-            f"no tagger at {model_dir}: train one with `policylens train` "
-            f"(writes {DEFAULT_MODEL_DIR}) or pass --model DIR"
-        )
-    return model_dir
 
 
 def document_key(document: Document, settings: str) -> str:
@@ -284,7 +273,7 @@ def run_batch(
     started = time.time()
     model_dir = resolve_model_dir(config.model_dir)
     meta = TaggerMeta.load(model_dir)
-    from inference.predictor import model_version
+    from policylens.tagger.model_dir import model_version
 
     version = model_version(model_dir, meta)
     settings = config.settings_tag(version)

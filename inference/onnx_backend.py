@@ -9,13 +9,11 @@ Files, inside the model directory (git-ignored like all weights):
   onnx/model.int8.onnx  the same after ORT transformer fusions + quantize_dynamic
   onnx/export.json      which model version / settings produced them
 
-    python -m inference.onnx_backend export models/taggers/default [--default]
-    python -m inference.onnx_backend evaluate models/taggers/default
+    policylens export-onnx [--model DIR] [--default] [--evaluate]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -29,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from inference.model_dir import META_FILE, TaggerMeta
 from policylens.io import InputError, write_json
+from policylens.metrics.multilabel import macro_f1
+from policylens.tagger.model_dir import TaggerMeta
 
 ONNX_DIR = "onnx"
 FP32_FILE = "model.onnx"
@@ -68,7 +67,7 @@ def onnx_path(model_dir: str | Path, quantized: bool = True) -> Path:
 
 
 def _version(model_dir: Path) -> str:
-    from inference.predictor import model_version
+    from policylens.tagger.model_dir import model_version
 
     return model_version(model_dir, TaggerMeta.load(model_dir))
 
@@ -225,29 +224,15 @@ def load_onnx_scorer(
     path = onnx_path(model_dir, quantized)
     if not is_current(model_dir, quantized):
         if not auto_export:
-            raise InputError(f"{path}: missing or stale; run `python -m inference.onnx_backend export {model_dir}`")
+            raise InputError(f"{path}: missing or stale; run `policylens export-onnx --model {model_dir}`")
         print(f"policylens: exporting {model_dir} to ONNX (once; saved in {path.parent})", file=sys.stderr)
         export_onnx(model_dir, ExportConfig(quantize=quantized))
     return OnnxScorer(path, num_threads=num_threads)
 
 
-def set_default_backend(model_dir: str | Path, backend: str) -> None:
-    """Record the backend a Predictor uses for this model when none is asked for (policylens.json `inference`)."""
-    from inference.predictor import BACKENDS
-
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    path = Path(model_dir) / META_FILE
-    obj = json.loads(path.read_text(encoding="utf-8"))
-    obj["inference"] = {**(obj.get("inference") or {}), "backend": backend}
-    write_json(path, obj)
-
-
 def compare_backends(model_dir: str | Path, texts: list[str], targets: np.ndarray | None = None,
                      num_threads: int | None = None) -> dict[str, Any]:
     """Score `texts` with both backends: max/mean |Δprob|, label agreement, macro-F1 of each when targets are given."""
-    from sklearn.metrics import f1_score
-
     from inference.predictor import Predictor
 
     result: dict[str, Any] = {"n": len(texts)}
@@ -260,7 +245,7 @@ def compare_backends(model_dir: str | Path, texts: list[str], targets: np.ndarra
         thresholds = predictor._thresholds
         if targets is not None:
             predicted = (probs[backend] >= thresholds).astype(int)
-            result[f"{backend}_macro_f1"] = round(float(f1_score(targets, predicted, average="macro", zero_division=0)), 4)
+            result[f"{backend}_macro_f1"] = round(macro_f1(targets, predicted), 4)
     diff = np.abs(probs["torch"] - probs["onnx"])
     result["max_abs_diff"] = float(diff.max()) if diff.size else 0.0
     result["mean_abs_diff"] = float(diff.mean()) if diff.size else 0.0
@@ -273,47 +258,15 @@ def compare_backends(model_dir: str | Path, texts: list[str], targets: np.ndarra
 
 def load_test_split() -> tuple[list[str], np.ndarray]:
     """Texts and multi-hot targets of the test split, exactly as `policylens train` splits."""
-    from policylens.dataset import SplitConfig, default_sources, load_labelled, split_by_document
+    from policylens.dataset import (
+        SplitConfig,
+        default_sources,
+        load_labelled,
+        split_by_document,
+    )
     from policylens.taxonomy import Taxonomy
 
     taxonomy = Taxonomy.load()
     rows = load_labelled(default_sources(include_silver=True), taxonomy)
     test = split_by_document(rows, SplitConfig(dev=0.1, test=0.15, seed=13))["test"]
     return [r["text"] for r in test], np.asarray([taxonomy.multi_hot(r["labels"]) for r in test], dtype=int)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    exp = sub.add_parser("export", help="export + quantise into MODEL_DIR/onnx/")
-    exp.add_argument("model_dir", type=Path)
-    exp.add_argument("--no-quantize", action="store_true")
-    exp.add_argument("--no-fuse", action="store_true")
-    exp.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor (default: per channel)")
-    exp.add_argument("--weight-type", choices=["int8", "uint8"], default="int8")
-    exp.add_argument("--full-range", action="store_true", help="8-bit weights (only safe on CPUs with VNNI)")
-    exp.add_argument("--default", action="store_true", help="make onnx this model's default backend")
-    ev = sub.add_parser("evaluate", help="torch vs onnx-int8 on the test split: macro-F1 and max |Δprob|")
-    ev.add_argument("model_dir", type=Path)
-    ev.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.command == "export":
-        config = ExportConfig(quantize=not args.no_quantize, fuse=not args.no_fuse, per_channel=not args.per_tensor,
-                              weight_type=args.weight_type, reduce_range=not args.full_range)
-        path = export_onnx(args.model_dir, config)
-        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
-        if args.default:
-            set_default_backend(args.model_dir, "onnx")
-            print(f"{args.model_dir}: default backend is now onnx")
-    else:
-        texts, targets = load_test_split()
-        if not is_current(args.model_dir):
-            export_onnx(args.model_dir)
-        report = compare_backends(args.model_dir, texts, targets, num_threads=args.threads)
-        report["export"] = export_info(args.model_dir)
-        write_json(Path(args.model_dir) / ONNX_DIR / "accuracy.json", report)
-        print(json.dumps(report, indent=2, ensure_ascii=False))
-
-
-if __name__ == "__main__":
-    main()

@@ -77,7 +77,7 @@ def ray_engine(items: Iterable[tuple[str, Document]], model_dir: Path, config: A
         import ray
     except ImportError as err:
         raise ImportError('--engine ray needs Ray Data: pip install "ray[data]" (the `scale` extra)') from err
-    from inference.predictor import default_threads
+    from policylens.tagger.scoring import default_threads
 
     rows = [
         {"key": key, "id": d.id, "text": d.text, "source": d.source or "", "title": d.title or "",

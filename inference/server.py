@@ -38,9 +38,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic_core import PydanticCustomError
 
 from inference.batching import BatcherClosed, MicroBatcher, Overloaded
-from inference.model_dir import read_pointer
 from policylens.document import Document
 from policylens.paths import MODELS_DIR
+from policylens.tagger.model_dir import read_pointer
 
 log = logging.getLogger("policylens.server")
 

@@ -20,17 +20,12 @@ from typing import Any
 import numpy as np
 
 from policylens.document import Document
+from policylens.encoders.e5 import SentenceEncoder
+from policylens.paths import SUMMARIZER_DIR as DEFAULT_MODEL_DIR
 from policylens.segment import segment
-from training.summarizer import (
-    DEFAULT_MODEL_DIR,
-    SentenceEncoder,
-    SentenceUnit,
-    SummarizerModel,
-    exists,
-    hand_features,
-    sentence_units,
-    textrank_scores,
-)
+from policylens.summarizer.features import hand_features, textrank_scores
+from policylens.summarizer.model_dir import SummarizerModel, exists
+from policylens.summarizer.units import SentenceUnit, sentence_units
 
 METHODS = ("auto", "trained", "textrank", "lead")
 

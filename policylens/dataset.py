@@ -7,13 +7,13 @@ and stratified over labels as far as whole documents allow.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from policylens.chinese import normalize
+from policylens.hashing import seeded_int
 from policylens.io import InputError, read_jsonl
 from policylens.paths import SEED_ANNOTATIONS_PATH, SILVER_PATH
 from policylens.taxonomy import Taxonomy
@@ -79,10 +79,6 @@ def load_labelled(paths: Iterable[str | Path], taxonomy: Taxonomy, drop_unknown_
     return rows
 
 
-def _stable_hash(seed: int, key: str) -> int:
-    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:12], 16)
-
-
 def split_by_document(rows: Sequence[dict], config: SplitConfig | None = None) -> dict[str, list[dict]]:
     """Assign whole documents to splits (iterative stratification over documents).
 
@@ -113,7 +109,7 @@ def split_by_document(rows: Sequence[dict], config: SplitConfig | None = None) -
     def rarity(doc_id: str) -> tuple:
         counts = doc_labels(docs[doc_id])
         rarest = min((label_totals[label] for label in counts), default=float("inf"))
-        return (rarest, _stable_hash(config.seed, doc_id))
+        return (rarest, seeded_int(config.seed, doc_id))
 
     assignment: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for doc_id in sorted(docs, key=rarity):
@@ -147,7 +143,8 @@ def build_dataset(
     config: SplitConfig | None = None,
 ):
     """A `datasets.DatasetDict` (train/dev/test) with a multi-hot `targets` column."""
-    from datasets import Dataset, DatasetDict, Features, Sequence as HFSequence, Value
+    from datasets import Dataset, DatasetDict, Features, Value
+    from datasets import Sequence as HFSequence
 
     taxonomy = taxonomy or Taxonomy.load()
     rows = load_labelled(paths if paths is not None else default_sources(), taxonomy)

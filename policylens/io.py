@@ -1,9 +1,10 @@
-"""Small file helpers: atomic writes and JSON Lines with line-numbered errors."""
+"""Small file helpers: atomic writes of files and directories, JSON Lines with line-numbered errors."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -67,3 +68,28 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             if not isinstance(obj, dict):
                 raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             yield lineno, obj
+
+
+def temp_dir_beside(target: str | os.PathLike) -> Path:
+    """An empty work directory next to `target` (same filesystem, so publish_dir can rename it)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def publish_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Swap a finished directory into place: readers see the old one or the new one, never half of one."""
+    tmp, target = Path(tmp), Path(target)
+    for file in tmp.rglob("*"):
+        if file.is_file():
+            file.chmod(0o644)  # safetensors and mkstemp write 0600; model directories are shared
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target

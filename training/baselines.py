@@ -15,16 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from policylens.calibration import sigmoid
 from policylens.chinese import normalize
 from policylens.io import atomic_write, write_json
 from policylens.taxonomy import Taxonomy
 from training.thresholds import apply_thresholds, tune_thresholds
 
 FORMAT = "policylens-tfidf-baseline/1"
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 class TfidfBaseline:
@@ -102,7 +99,7 @@ class TfidfBaseline:
         return np.asarray(self._features(texts) @ self.coef_.T) + self.intercept_
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return _sigmoid(self.decision_function(texts))
+        return sigmoid(self.decision_function(texts))
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         return apply_thresholds(self.predict_proba(texts), self.thresholds_)

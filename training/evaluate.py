@@ -22,19 +22,19 @@ def evaluate_system(
     system: str, splits: dict[str, list[dict]], taxonomy: Taxonomy, model_dir: str | Path | None = None
 ) -> dict[str, Any]:
     """Test-split report for one system; baselines are fitted on train and thresholded on dev here."""
+    from policylens.metrics import multilabel_report
     from training.baselines import KeywordBaseline, TfidfBaseline
-    from training.metrics import multilabel_report
 
     started = time.time()
     train_x, train_y = _xy(splits["train"])
     dev_x, dev_y = _xy(splits["dev"])
     test_x, test_y = _xy(splits["test"])
     if system == "bert":
-        from inference.predictor import Predictor
+        from policylens.tagger.scoring import Tagger
 
         if model_dir is None:
             raise ValueError("evaluating the tagger needs its model directory")
-        predictor = Predictor(model_dir)
+        predictor = Tagger(model_dir)
         if predictor.labels != taxonomy.ids:
             raise ValueError(f"{model_dir}: labels {predictor.labels} differ from the taxonomy {taxonomy.ids}")
         pred = np.asarray([[label in tags.labels for label in taxonomy.ids] for tags in predictor.predict(test_x)], dtype=int)
@@ -65,7 +65,7 @@ def evaluate_all(
 def write_reports(reports: dict[str, dict], taxonomy: Taxonomy, out_dir: str | Path) -> tuple[Path, Path]:
     """evaluation.json and evaluation.md (systems side by side)."""
     from policylens.io import atomic_write
-    from training.metrics import markdown_table
+    from policylens.metrics import markdown_table
 
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / "evaluation.json", out_dir / "evaluation.md"

@@ -268,7 +268,7 @@ class Registry:
 
     def promote(self, version: str, note: str = "") -> None:
         """Point CURRENT at `version` (any registered one: the gate advises, people decide)."""
-        from inference.model_dir import TaggerMeta
+        from policylens.tagger.model_dir import TaggerMeta
 
         with self.locked():
             self.info(version)

@@ -21,7 +21,6 @@ run beside a server that watches `models/registry/CURRENT`.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,9 +30,10 @@ from typing import Any
 import numpy as np
 
 from policylens.dataset import SPLITS, SplitConfig, split_by_document
+from policylens.hashing import seeded_unit
 from policylens.io import InputError, write_json
+from policylens.metrics import paired_bootstrap_f1_change
 from policylens.taxonomy import Taxonomy
-from training.metrics import paired_bootstrap_f1_change
 from training.registry import GateConfig, GateDecision, Registry, gate
 from training.store import LabelStore
 from training.tagger import TaggerConfig, TrainResult, data_fingerprint, train_tagger
@@ -84,7 +84,7 @@ def grow_head(parent_dir: str | Path, taxonomy: Taxonomy, out_dir: str | Path, i
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from inference.model_dir import TaggerMeta
+    from policylens.tagger.model_dir import TaggerMeta
 
     parent_dir, out_dir = Path(parent_dir), Path(out_dir)
     old_ids = TaggerMeta.load(parent_dir).taxonomy.ids
@@ -114,10 +114,6 @@ def grow_head(parent_dir: str | Path, taxonomy: Taxonomy, out_dir: str | Path, i
 # -- data -----------------------------------------------------------------------
 
 
-def _unit(seed: int, key: str) -> float:
-    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:12], 16) / 16**12
-
-
 def assign_splits(rows: list[dict], known: dict[str, str], config: SplitConfig) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """Known documents keep their recorded split; new documents are split among themselves."""
     splits: dict[str, list[dict]] = {split: [] for split in SPLITS}
@@ -142,7 +138,7 @@ def mix_old_rows(train: list[dict], new_ids: set[str], fraction: float, seed: in
     """All new rows + a deterministic `fraction` of old training documents."""
     if fraction >= 1:
         return list(train)
-    return [row for row in train if row["id"] in new_ids or _unit(seed, row["doc_id"]) < fraction]
+    return [row for row in train if row["id"] in new_ids or seeded_unit(seed, row["doc_id"]) < fraction]
 
 
 # -- evaluation -----------------------------------------------------------------
@@ -150,12 +146,12 @@ def mix_old_rows(train: list[dict], new_ids: set[str], fraction: float, seed: in
 
 def predict_labels(model_dir: Path, texts: list[str], label_ids: list[str], num_threads: int | None = None) -> np.ndarray:
     """Multi-hot predictions in `label_ids` order (labels a model does not know are never predicted)."""
-    from inference.predictor import Predictor
+    from policylens.tagger.scoring import Tagger
 
     y = np.zeros((len(texts), len(label_ids)), dtype=int)
     if not texts:
         return y
-    predictor = Predictor(model_dir, summarizer=None, num_threads=num_threads)
+    predictor = Tagger(model_dir, num_threads=num_threads)
     index = {label: i for i, label in enumerate(label_ids)}
     for row, tags in enumerate(predictor.predict(texts)):
         for label in tags.labels:
@@ -165,7 +161,7 @@ def predict_labels(model_dir: Path, texts: list[str], label_ids: list[str], num_
 
 
 def _report(y_true: np.ndarray, y_pred: np.ndarray, label_ids: list[str]) -> dict:
-    from training.metrics import multilabel_report
+    from policylens.metrics import multilabel_report
 
     return multilabel_report(y_true, y_pred, label_ids)
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from policylens.chinese import normalize
 from policylens.dataset import default_sources, load_labelled
+from policylens.hashing import text_hash
 from policylens.io import InputError, atomic_write, read_jsonl, write_json
 from policylens.paths import DATA_DIR
 from policylens.taxonomy import DEFAULT_TAXONOMY_PATH, Label, Taxonomy
@@ -40,11 +41,6 @@ MANIFEST_FILE = "manifest.json"
 EMPTY_VERSION = "empty"
 EVENT_TYPES = ("add", "correct", "new_label")
 _MAX_ERRORS = 20
-
-
-def text_hash(text: str) -> str:
-    """Identity of a paragraph for duplicate detection: sha256 of its normalised text."""
-    return hashlib.sha256(normalize(text).encode("utf-8")).hexdigest()[:16]
 
 
 def _now() -> str:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from policylens.hashing import text_hash
 from policylens.io import write_jsonl
-from training.store import text_hash
 
 
 @dataclass
@@ -164,11 +164,11 @@ def rank(
     texts = [c["text"] for c in candidates]
     predictor, probs = None, None
     if model_dir is not None:
-        from inference.predictor import Predictor
+        from policylens.tagger.scoring import Tagger
 
-        predictor = Predictor(model_dir, summarizer=None, num_threads=num_threads)
+        predictor = Tagger(model_dir, num_threads=num_threads)
     if like:
-        from training.summarizer import SentenceEncoder
+        from policylens.encoders.e5 import SentenceEncoder
 
         encoder = SentenceEncoder(backbone, num_threads=num_threads)
         key, score = "similarity", similarity_to_examples(texts, like, encoder)

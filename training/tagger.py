@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from inference.model_dir import TaggerMeta
-from inference.predictor import sigmoid, torch_window_logits
-from inference.windows import pad_batch, pool_windows, tokenize_windows
+from policylens.calibration import sigmoid
+from policylens.encoders.windows import pad_batch, pool_windows, tokenize_windows
 from policylens.io import write_json
+from policylens.tagger.model_dir import TaggerMeta, save_tagger
+from policylens.tagger.scoring import torch_window_logits
 from policylens.taxonomy import Taxonomy
 
 CHECKPOINT_DIR = "checkpoint"
@@ -166,7 +167,7 @@ class LowerLayerCache:
     def encode(self, windows: list[list[int]], pad_id: int, batch_size: int = 64) -> list:
         import torch
 
-        from inference.windows import length_sorted_batches
+        from policylens.encoders.windows import length_sorted_batches
 
         states: list = [None] * len(windows)
         was_training = self.model.training
@@ -202,7 +203,7 @@ class LowerLayerCache:
     def window_logits(self, states: list, batch_size: int = 64) -> np.ndarray:
         import torch
 
-        from inference.windows import length_sorted_batches
+        from policylens.encoders.windows import length_sorted_batches
 
         out = np.zeros((len(states), self.model.config.num_labels), dtype=np.float32)
         was_training = self.model.training
@@ -258,8 +259,8 @@ def train_tagger(
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from training.backbone import resolve_backbone
-    from training.metrics import multilabel_report
+    from policylens.encoders.backbone import resolve_backbone
+    from policylens.metrics import multilabel_report
     from training.thresholds import fit_temperature, tune_thresholds
 
     config = config or TaggerConfig()
@@ -452,63 +453,3 @@ def _save_checkpoint(model, optimizer, scheduler, state: dict, ckpt_dir: Path) -
     write_json(tmp / "state.json", state)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     os.replace(tmp, ckpt_dir)
-
-
-def save_tagger(model, tokenizer, meta: TaggerMeta, output_dir: str | Path) -> Path:
-    """Write the whole model directory beside `output_dir`, then swap it in."""
-    output_dir = Path(output_dir)
-    tmp = output_dir.with_name(f".{output_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    meta.save(tmp)
-    write_json(tmp / "metrics.json", meta.metrics)
-    (tmp / "README.md").write_text(model_card(meta), encoding="utf-8")
-    old = output_dir.with_name(f".{output_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if output_dir.exists():
-        os.replace(output_dir, old)
-    os.replace(tmp, output_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return output_dir
-
-
-def model_card(meta: TaggerMeta) -> str:
-    from training.metrics import markdown_table
-
-    cfg = meta.training.get("config", {})
-    lines = [
-        f"# policylens paragraph tagger {meta.version}",
-        "",
-        "Multi-label tagger for Chinese industrial-policy paragraphs (none allowed).",
-        "",
-        "## Labels",
-        "",
-        "| id | 中文 | English | threshold | temperature |",
-        "|---|---|---|---|---|",
-    ]
-    for label, t, temp in zip(meta.taxonomy.labels, meta.thresholds, meta.temperature):
-        lines.append(f"| `{label.id}` | {label.name_zh} | {label.name_en} | {t:.2f} | {temp:.2f} |")
-    lines += [
-        "",
-        "## Training",
-        "",
-        f"- backbone: `{meta.training.get('backbone_dir')}`",
-        f"- epochs {cfg.get('epochs')}, batch {cfg.get('batch_size')}, lr {cfg.get('learning_rate')}, "
-        f"max_length {meta.max_length} (stride {meta.stride}, window logits pooled by {meta.pooling}), "
-        f"frozen word embeddings: {cfg.get('freeze_embeddings')}",
-        f"- data fingerprint `{meta.data.get('fingerprint', '')[:16]}`, sizes {meta.data.get('sizes')}",
-        f"- training time {meta.training.get('seconds')} s, peak RSS {meta.training.get('peak_rss_mb')} MB",
-        "",
-        "## Scores",
-        "",
-    ]
-    if meta.metrics:
-        lines.append(markdown_table({split: report for split, report in meta.metrics.items()}, meta.taxonomy.ids))
-    lines += [
-        "",
-        "Thresholds were tuned and temperatures fitted on the dev split; test scores use them unchanged.",
-        "Load with `inference.predictor.Predictor(dir)` or any transformers sequence-classification API.",
-        "",
-    ]
-    return "\n".join(lines)

@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from policylens.metrics.multilabel import binary_f1
+
 DEFAULT_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 T_MIN, T_MAX = 0.05, 20.0
-
-
-def _f1(y: np.ndarray, pred: np.ndarray) -> float:
-    tp = float((pred & y).sum())
-    den = 2 * tp + float((pred & ~y).sum()) + float((~pred & y).sum())
-    return 2 * tp / den if den else 0.0
 
 
 def tune_thresholds(y_true: np.ndarray, scores: np.ndarray, grid: np.ndarray | None = None) -> np.ndarray:
@@ -31,7 +27,7 @@ def tune_thresholds(y_true: np.ndarray, scores: np.ndarray, grid: np.ndarray | N
     for j in range(y.shape[1]):
         if not y[:, j].any():
             continue
-        f1s = np.array([_f1(y[:, j], scores[:, j] >= t) for t in grid])
+        f1s = binary_f1(y[:, j][None, :], scores[:, j][None, :] >= grid[:, None])
         best = np.flatnonzero(np.isclose(f1s, f1s.max()))
         thresholds[j] = grid[best[np.argmin(np.abs(grid[best] - 0.5))]]
     return thresholds
@@ -63,12 +59,6 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, max_iter: int = 100)
 
     optimizer.step(closure)
     return np.clip(log_t.detach().exp().numpy(), T_MIN, T_MAX)
-
-
-def calibrate(logits: np.ndarray, temperature: np.ndarray) -> np.ndarray:
-    """Calibrated probabilities sigmoid(logits / T)."""
-    z = np.asarray(logits, dtype=float) / np.asarray(temperature, dtype=float)
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free sigmoid
 
 
 def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 10) -> float:

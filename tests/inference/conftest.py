@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-
 _CALIBRATION = [
     "加快推进5G网络和数据中心等新型基础设施建设，扩大工业互联网平台应用规模。",
     "培育一批专精特新中小企业，优化营商环境降低企业融资成本。",
@@ -30,9 +29,8 @@ def tiny_tagger_dir(tiny_backbone_dir: Path, tmp_path_factory: pytest.TempPathFa
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from inference.model_dir import TaggerMeta
+    from policylens.tagger.model_dir import TaggerMeta, save_tagger
     from policylens.taxonomy import Taxonomy
-    from training.tagger import save_tagger
 
     taxonomy = Taxonomy.load()
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from inference.batch import BatchConfig, PartFile, run_batch
 from inference.predictor import Predictor
-from inference.tag_cli import register
+from policylens.cli.tag import register
 
 DOCS = {
     "a.txt": "关于推进5G建设的通知\n一、总体要求\n加快推进5G网络和数据中心等新型基础设施建设，扩大工业互联网平台应用规模。\n",

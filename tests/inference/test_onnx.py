@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from inference.onnx_backend import (  # noqa: E402
+from inference.onnx_backend import (
     ExportConfig,
     OnnxScorer,
     export_info,
@@ -23,9 +23,10 @@ from inference.onnx_backend import (  # noqa: E402
     is_current,
     load_onnx_scorer,
     onnx_path,
-    set_default_backend,
 )
-from inference.predictor import Predictor, TorchScorer  # noqa: E402
+from inference.predictor import Predictor
+from policylens.tagger.model_dir import set_default_backend
+from policylens.tagger.scoring import TorchScorer
 
 TEXTS = [
     "加快推进5G网络和数据中心等新型基础设施建设，扩大工业互联网平台应用规模。",
@@ -89,7 +90,7 @@ def test_backend_chosen_by_model_setting(onnx_tagger_dir: Path, tmp_path: Path) 
 
 
 def test_stale_export_is_detected(onnx_tagger_dir: Path, tmp_path: Path) -> None:
-    from inference.model_dir import TaggerMeta
+    from policylens.tagger.model_dir import TaggerMeta
 
     model_dir = tmp_path / "tagger"
     shutil.copytree(onnx_tagger_dir, model_dir)

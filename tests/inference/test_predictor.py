@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from inference.analysis import AggregateConfig, TaggedParagraph, build_analysis
-from inference.model_dir import TaggerMeta
-from inference.predictor import Predictor, WindowTokenizer, default_threads
-from inference.windows import tokenize_windows
+from inference.predictor import Predictor
 from policylens.document import Document, Paragraph
+from policylens.encoders.windows import tokenize_windows
+from policylens.tagger.model_dir import TaggerMeta
+from policylens.tagger.scoring import WindowTokenizer, default_threads
 
 TEXTS = [
     "加快推进5G网络和数据中心等新型基础设施建设，扩大工业互联网平台应用规模。",
@@ -191,7 +192,7 @@ def test_thread_default_fits_the_machine(monkeypatch) -> None:
 def test_sigmoid_is_exact_and_silent_for_extreme_logits():
     import warnings
 
-    from inference.predictor import sigmoid
+    from policylens.calibration import sigmoid
 
     x = np.array([-800.0, -3.0, 0.0, 2.5, 800.0])
     with warnings.catch_warnings():
@@ -202,8 +203,8 @@ def test_sigmoid_is_exact_and_silent_for_extreme_logits():
 
 
 def test_a_registry_pointer_file_stands_for_the_model_dir_it_names(tiny_tagger_dir, tmp_path):
-    from inference.batch import resolve_model_dir
     from policylens.io import InputError
+    from policylens.tagger.model_dir import resolve_model_dir
 
     pointer = tmp_path / "CURRENT"  # what `policylens models promote` writes
     pointer.write_text(f"{tiny_tagger_dir}\n", encoding="utf-8")

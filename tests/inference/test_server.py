@@ -19,10 +19,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from inference.batching import MicroBatcher
-from inference.model_dir import TaggerMeta
 from inference.predictor import Predictor
 from inference.server import create_app
 from policylens.io import atomic_write
+from policylens.tagger.model_dir import TaggerMeta
 
 # Sentences in the tiny tokenizer's vocabulary, of different lengths (several windows at max_length 32).
 _PIECES = [
@@ -417,7 +417,7 @@ def test_reload_without_change_is_a_no_op_and_model_dir_is_watched(tiny_tagger_d
 
 
 def test_pointer_paths_are_relative_to_the_pointer_file(tmp_path: Path) -> None:
-    from inference.model_dir import read_pointer
+    from policylens.tagger.model_dir import read_pointer
 
     (tmp_path / "taggers" / "v3").mkdir(parents=True)
     (tmp_path / "registry").mkdir()
@@ -458,7 +458,7 @@ def test_serve_command(monkeypatch: pytest.MonkeyPatch, tiny_tagger_dir: Path, t
     import uvicorn
     from typer.testing import CliRunner
 
-    from inference.serve_cli import register
+    from policylens.cli.serve import register
 
     calls: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))

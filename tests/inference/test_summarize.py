@@ -13,11 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from inference.summarize import Budget, SelectConfig, Summarizer, Summary, structure_prior
+from inference.summarize import (
+    Budget,
+    SelectConfig,
+    Summarizer,
+    Summary,
+    structure_prior,
+)
 from policylens.chinese import normalize
 from policylens.document import Document
+from policylens.encoders.e5 import SentenceEncoder
 from policylens.segment import segment
-from training.summarizer import SentenceEncoder, sentence_units
+from policylens.summarizer.units import sentence_units
 
 POLICY = """关于推动中小企业数字化转型的通知
 
@@ -236,7 +243,13 @@ def test_to_dict_is_json_ready(summarizer):
 
 
 def _tiny_generator(tiny_dir, tmp_path, kind: str):
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
+    from transformers import (
+        AutoTokenizer,
+        GPT2Config,
+        GPT2LMHeadModel,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     n = len(tokenizer)
@@ -293,7 +306,7 @@ def test_cli_summarize_json(tiny_dir, tmp_path, monkeypatch):
     import typer
     from typer.testing import CliRunner
 
-    from inference.summarize_cli import register
+    from policylens.cli.summarize import register
 
     monkeypatch.setenv("POLICYLENS_BACKBONE", str(tiny_dir))
     app = typer.Typer()

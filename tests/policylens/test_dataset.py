@@ -2,7 +2,12 @@ import json
 
 import pytest
 
-from policylens.dataset import SplitConfig, build_dataset, load_labelled, split_by_document
+from policylens.dataset import (
+    SplitConfig,
+    build_dataset,
+    load_labelled,
+    split_by_document,
+)
 from policylens.io import InputError
 from policylens.paths import SEED_ANNOTATIONS_PATH
 from policylens.taxonomy import Taxonomy

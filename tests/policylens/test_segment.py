@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 
 from policylens.document import Document
-from policylens.segment import SegmentConfig, heading_level, is_boilerplate, segment, speaker_of, split_sentences
+from policylens.segment import (
+    SegmentConfig,
+    heading_level,
+    is_boilerplate,
+    segment,
+    speaker_of,
+    split_sentences,
+)
 
 SEEDS = Path(__file__).resolve().parents[2] / "seeds"
 

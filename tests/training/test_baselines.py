@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from policylens.metrics.multilabel import multilabel_scores
 from policylens.taxonomy import Label, Taxonomy
 from training.baselines import KeywordBaseline, TfidfBaseline
-from training.metrics.multilabel_f1.multilabel_f1 import multilabel_scores
 
 NAMES = ["net", "sme", "green"]
 PHRASES = {

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from training.metrics import load_metric, markdown_table, multilabel_report
+from policylens.metrics import load_metric, markdown_table, multilabel_report
 
 LABELS = ["a", "b", "c"]
 # a: tp=1 (row 0), fn=1 (row 1), fp=1 (row 3) -> P=R=F1=0.5
@@ -74,7 +74,7 @@ def test_no_empty_rows_and_default_names() -> None:
     r = multilabel_report(np.array([[1, 0]]), np.array([[0, 1]]), ["x", "y"])
     assert r["none_accuracy"] is None
     assert r["macro_f1"] == 0.0 and r["micro_f1"] == 0.0
-    from training.metrics.multilabel_f1.multilabel_f1 import multilabel_scores
+    from policylens.metrics.multilabel import multilabel_scores
 
     assert set(multilabel_scores([[1, 0]], [[1, 0]])["per_label"]) == {"label_0", "label_1"}
     with pytest.raises(ValueError):
@@ -131,7 +131,7 @@ def test_rouge_punctuation_whitespace_and_multi_reference(offline_metrics) -> No
 def test_paired_bootstrap_interval_brackets_the_change() -> None:
     import numpy as np
 
-    from training.metrics import paired_bootstrap_f1_change
+    from policylens.metrics import paired_bootstrap_f1_change
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, size=(300, 2))

@@ -14,9 +14,8 @@ def tagger_dir(tiny_backbone_dir, tmp_path_factory) -> Path:
     """An untrained tiny tagger dir, saved exactly like a trained one."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from inference.model_dir import TaggerMeta
+    from policylens.tagger.model_dir import TaggerMeta, save_tagger
     from policylens.taxonomy import Taxonomy
-    from training.tagger import save_tagger
 
     taxonomy = Taxonomy.load()
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -36,7 +35,7 @@ def stage_copy(registry: Registry, source: Path) -> Path:
 
 def test_register_promote_rollback_and_the_server_reads_the_pointer(tagger_dir, tmp_path):
     from inference.predictor import Predictor
-    from inference.model_dir import read_pointer
+    from policylens.tagger.model_dir import read_pointer
 
     registry = Registry(tmp_path / "registry")
     names = [str(stage_copy(registry, tagger_dir)) for _ in range(3)]
@@ -62,7 +61,7 @@ def test_models_cli_lists_promotes_and_rolls_back(tagger_dir, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from training.retrain_cli import register
+    from policylens.cli.retrain import register
 
     app = typer.Typer()
     register(app)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_policy_texts import NONE, TOPICS
 
 from inference.predictor import Predictor
 from policylens.paths import DATA_DIR
@@ -16,7 +17,6 @@ from training.retrain import RetrainConfig, grow_head, retrain
 from training.store import LabelStore
 from training.tagger import TaggerConfig
 
-from tiny_policy_texts import NONE, TOPICS
 MFG = ["推进智能制造，建设数字化车间和智能工厂。", "加快制造业数字化转型，推广工业软件应用。"]
 
 
@@ -69,8 +69,7 @@ def sabotage_carbon(splits, taxonomy, output_dir, config, progress=True):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from inference.model_dir import TaggerMeta
-    from training.tagger import save_tagger
+    from policylens.tagger.model_dir import TaggerMeta, save_tagger
 
     model = AutoModelForSequenceClassification.from_pretrained(config.backbone, use_safetensors=True)
     with torch.no_grad():
@@ -255,7 +254,13 @@ def test_suggest_ranks_unlabelled_paragraphs_by_uncertainty_and_diversity(world,
 
 
 def test_suggest_like_examples_finds_a_new_domain_in_a_corpus_and_in_the_store(world, tiny_backbone_dir, tmp_path):
-    from training.suggest import SuggestConfig, rank, read_examples, relabel_candidates, suggest
+    from training.suggest import (
+        SuggestConfig,
+        rank,
+        read_examples,
+        relabel_candidates,
+        suggest,
+    )
 
     store, registry, _, root = world
     corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"doc_id": "c2", "text": "\n\n".join(
@@ -292,7 +297,7 @@ def test_suggest_cli_explains_what_it_needs(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from training.retrain_cli import register
+    from policylens.cli.retrain import register
 
     app = typer.Typer()
     register(app)

@@ -8,10 +8,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from policylens.hashing import text_hash
 from policylens.io import InputError
 from policylens.paths import DATA_DIR
 from policylens.taxonomy import Label, Taxonomy
-from training.store import EMPTY_VERSION, LabelStore, text_hash
+from training.store import EMPTY_VERSION, LabelStore
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -126,7 +127,7 @@ def test_tampered_log_is_detected(store, tmp_path):
 
 
 def test_cli_add_reports_and_fails_with_file_line(store, tmp_path):
-    from training.retrain_cli import register
+    from policylens.cli.retrain import register
 
     app = typer.Typer()
     register(app)

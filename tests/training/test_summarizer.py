@@ -12,22 +12,18 @@ import pytest
 
 from policylens.chinese import normalize
 from policylens.document import Document
-from training.summarizer import (
+from policylens.encoders.e5 import SentenceEncoder, encode_cached
+from policylens.metrics.rouge import rouge_tokens
+from policylens.summarizer.features import hand_features, textrank_scores
+from policylens.summarizer.model_dir import ScorerConfig, SummarizerModel
+from policylens.summarizer.news import NewsPair, split_by_date
+from policylens.summarizer.oracle import oracle_labels
+from policylens.summarizer.units import sentence_units
+from training.summarizer.train import (
     Example,
-    NewsPair,
-    ScorerConfig,
-    SentenceEncoder,
-    SummarizerModel,
     TrainConfig,
     build_examples,
-    encode_cached,
     example_loss,
-    hand_features,
-    oracle_labels,
-    rouge_tokens,
-    sentence_units,
-    split_by_date,
-    textrank_scores,
     train_scorer,
 )
 
@@ -73,7 +69,7 @@ def encoder(tmp_path_factory) -> SentenceEncoder:
 def test_char_rouge_scores_identical_chinese_1_where_the_default_tokenizer_scores_0():
     from rouge_score import rouge_scorer
 
-    from training.metrics import load_metric
+    from policylens.metrics import load_metric
 
     text = "工业和信息化部推动中小企业数字化转型"
     default = rouge_scorer.RougeScorer(["rougeL"]).score(text, text)["rougeL"].fmeasure
@@ -212,7 +208,7 @@ def test_configs_are_validated():
 
 
 def test_benchmark_runs_end_to_end_on_a_tiny_set(encoder, tmp_path):
-    from training.bench_summaries import run_benchmark
+    from benchmarks.bench_summaries import run_benchmark
 
     report = run_benchmark(max_docs=4, pairs=_pairs(24), encoder=encoder, dev_size=4, train_size=16,
                            model_dir=tmp_path / "model", cache_dir=tmp_path / "cache", log=lambda m: None)

@@ -5,13 +5,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from inference.model_dir import TaggerMeta
-from inference.predictor import Predictor
-from policylens.taxonomy import Taxonomy
-from training.tagger import LowerLayerCache, TaggerConfig, load_for_training, train_tagger
-
 from tiny_policy_texts import NONE, TOPICS
+
+from inference.predictor import Predictor
+from policylens.tagger.model_dir import TaggerMeta
+from policylens.taxonomy import Taxonomy
+from training.tagger import (
+    LowerLayerCache,
+    TaggerConfig,
+    load_for_training,
+    train_tagger,
+)
 
 
 def make_splits(taxonomy: Taxonomy) -> dict[str, list[dict]]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from policylens.calibration import calibrate
 from training.thresholds import (
     apply_thresholds,
-    calibrate,
     expected_calibration_error,
     fit_temperature,
     tune_thresholds,

@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
+from policylens.paths import REGISTRY_DIR as DEFAULT_REGISTRY_DIR
 from policylens.taxonomy import DEFAULT_TAXONOMY_PATH
-from training.registry import DEFAULT_REGISTRY_DIR
 from training.store import DEFAULT_STORE_DIR
 
 _STORE = typer.Option(DEFAULT_STORE_DIR, "--store", help="Label store folder (log.jsonl + manifest.json).")
@@ -85,8 +85,14 @@ def suggest(
     """Rank paragraphs worth labelling: uncertain ones (with diversity), or ones like a new domain's examples."""
     from policylens.io import InputError
     from training.registry import Registry
-    from training.suggest import SuggestConfig, rank, read_examples, relabel_candidates, suggest as run_suggest
-    from training.suggest import write_suggestions
+    from training.suggest import (
+        SuggestConfig,
+        rank,
+        read_examples,
+        relabel_candidates,
+        write_suggestions,
+    )
+    from training.suggest import suggest as run_suggest
 
     if relabel == bool(inputs):
         _fail("give a corpus to rank, or --relabel (with --like) to rank the label store's own paragraphs")
@@ -138,7 +144,8 @@ def retrain(
     from policylens.dataset import SplitConfig
     from policylens.io import InputError
     from training.registry import GateConfig, Registry
-    from training.retrain import RetrainConfig, retrain as run_retrain
+    from training.retrain import RetrainConfig
+    from training.retrain import retrain as run_retrain
     from training.tagger import TaggerConfig
 
     try:

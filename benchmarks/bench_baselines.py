@@ -11,10 +11,10 @@ import time
 import numpy as np
 
 from policylens.dataset import SplitConfig, build_dataset
+from policylens.metrics import markdown_table, multilabel_report
 from policylens.paths import SEED_ANNOTATIONS_PATH, SILVER_PATH
 from policylens.taxonomy import Taxonomy
 from training.baselines import KeywordBaseline, TfidfBaseline
-from training.metrics import markdown_table, multilabel_report
 
 
 def main() -> dict[str, dict]:

@@ -1,16 +1,17 @@
-"""Project-local `evaluate` metrics (the hub's scripts are unreachable offline).
+"""Metrics: one multi-label F1 (multilabel.py) and one character ROUGE (rouge.py).
 
-Each metric is a directory `<name>/<name>.py`; `evaluate.load(<dir>)` imports it
-from disk, so it works with HF_HUB_OFFLINE=1.
+Each is also an `evaluate` metric in a directory `<name>/<name>.py` that wraps
+it; `evaluate.load(<dir>)` imports it from disk, so it works with HF_HUB_OFFLINE=1.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from policylens.metrics.multilabel import binary_f1, multilabel_scores
 
 METRICS_DIR = Path(__file__).resolve().parent
 METRIC_NAMES = ("multilabel_f1", "char_rouge")
@@ -32,16 +33,9 @@ def load_metric(name: str, **kwargs):
     return evaluate.load(str(metric_dir(name)), **kwargs)
 
 
-@lru_cache(maxsize=1)
-def _multilabel_metric():
-    return load_metric("multilabel_f1", keep_in_memory=True)  # no arrow cache files shared with other processes
-
-
 def multilabel_report(y_true, y_pred, label_names: Sequence[str]) -> dict:
-    """The multilabel_f1 metric's result for multi-hot arrays (one source of truth for the numbers)."""
-    y_true = np.asarray(y_true).astype(int).tolist()
-    y_pred = np.asarray(y_pred).astype(int).tolist()
-    return _multilabel_metric().compute(predictions=y_pred, references=y_true, label_names=list(label_names))
+    """Per-label and macro/micro scores of multi-hot arrays (the multilabel_f1 metric's numbers)."""
+    return multilabel_scores(y_pred, y_true, list(label_names))
 
 
 def markdown_table(reports: dict[str, dict], label_names: Sequence[str]) -> str:
@@ -69,13 +63,8 @@ def paired_bootstrap_f1_change(
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(y_true), size=(n_resamples, len(y_true)))
 
-    def f1(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:  # (resamples, labels)
-        tp = (pred & truth).sum(axis=1)
-        denom = pred.sum(axis=1) + truth.sum(axis=1)
-        return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
-
-    truth = y_true[idx]
-    diff = f1(new_pred[idx], truth) - f1(old_pred[idx], truth)  # (resamples, labels)
+    truth = y_true[idx].swapaxes(1, 2)  # (resamples, labels, rows)
+    diff = binary_f1(truth, new_pred[idx].swapaxes(1, 2)) - binary_f1(truth, old_pred[idx].swapaxes(1, 2))
     lo, hi = (1 - confidence) / 2, 1 - (1 - confidence) / 2
     out = {label: (float(np.quantile(diff[:, j], lo)), float(np.quantile(diff[:, j], hi)))
            for j, label in enumerate(label_names)}

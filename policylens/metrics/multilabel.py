@@ -1,7 +1,7 @@
 """Multi-label precision / recall / F1 for the domain tagger.
 
-A local `evaluate` module because the hub's metric scripts are unreachable
-offline. Self-contained (numpy only) so `evaluate.load(<dir>)` can import it.
+The one implementation: the `multilabel_f1` evaluate module, threshold tuning,
+early stopping, the gate and the benchmarks all call it.
 
 Conventions (why: dev/test splits are small and a rare label can be absent):
 - Per label, an undefined ratio counts as 1.0 when it has nothing to get
@@ -16,25 +16,7 @@ Conventions (why: dev/test splits are small and a rare label can be absent):
 
 from __future__ import annotations
 
-import datasets
-import evaluate
 import numpy as np
-
-_DESCRIPTION = "Per-label and macro/micro precision, recall and F1, exact match and no-label accuracy for multi-hot labels."
-_KWARGS_DESCRIPTION = """
-Args:
-    predictions: list of multi-hot int lists (one 0/1 per label).
-    references: list of multi-hot int lists, same shape.
-    label_names: optional list of label names (default label_0, label_1, ...).
-Returns:
-    per_label: {name: {precision, recall, f1, support}}; macro_f1, macro_precision,
-    macro_recall, micro_f1, micro_precision, micro_recall, exact_match,
-    none_accuracy (None without no-label rows), none_support, n.
-Example:
-    >>> m = evaluate.load("training/metrics/multilabel_f1")
-    >>> m.compute(predictions=[[1, 0]], references=[[1, 0]], label_names=["a", "b"])["macro_f1"]
-    1.0
-"""
 
 
 def _ratio(num: float, den: float, empty: float) -> float:
@@ -83,20 +65,14 @@ def multilabel_scores(predictions, references, label_names=None) -> dict:
     }
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class MultilabelF1(evaluate.Metric):
-    def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("int32")),
-                    "references": datasets.Sequence(datasets.Value("int32")),
-                }
-            ),
-        )
+def binary_f1(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """F1 of boolean arrays along the last axis but one: [..., n] -> [...]; 0 where nothing is there."""
+    y_true, y_pred = np.asarray(y_true, dtype=bool), np.asarray(y_pred, dtype=bool)
+    tp = (y_pred & y_true).sum(axis=-1)
+    denom = y_pred.sum(axis=-1) + y_true.sum(axis=-1)
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
 
-    def _compute(self, predictions, references, label_names=None) -> dict:
-        return multilabel_scores(predictions, references, label_names)
+
+def macro_f1(y_true, y_pred) -> float:
+    """The reported macro-F1 (labels without a positive reference are left out)."""
+    return multilabel_scores(y_pred, y_true)["macro_f1"]

@@ -1,4 +1,4 @@
-"""Benchmark the summarisers on held-out news: character ROUGE against the headline.
+"""Evaluate the summarisers on held-out news: character ROUGE against the headline.
 
 Protocol: the news pairs are split by date; the latest days (~1,000 items,
 never seen in training or epoch selection) are dev, and `max_docs` of them,
@@ -9,47 +9,29 @@ sentences joined, the reference is the headline, and ROUGE-1/2/L F are
 computed by the local `char_rouge` metric (characters, punctuation dropped).
 The greedy oracle (ROUGE-1+2 against the headline) gives the ceiling.
 
-Run: HF_HUB_OFFLINE=1 .venv/bin/python -m training.bench_summaries [--max-docs N] [--out report.md]
+Run: `policylens evaluate-summaries [--max-docs N] [--out report.md]`.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.summarizer import (
-    CACHE_DIR,
-    DEFAULT_MODEL_DIR,
-    NewsPair,
-    SentenceEncoder,
-    SummarizerModel,
-    encode_cached,
-    exists,
-    load_news_pairs,
-    oracle_labels,
-    sentence_units,
-    split_by_date,
-    spread,
-    train_summarizer,
-)
+from inference.summarize import SelectConfig, Summarizer
+from policylens.encoders.e5 import SentenceEncoder, encode_cached
+from policylens.metrics import load_metric
+from policylens.metrics.rouge import char_rouge_scores
+from policylens.paths import SUMMARIZER_CACHE_DIR, SUMMARIZER_DIR
+from policylens.summarizer.model_dir import SummarizerModel
+from policylens.summarizer.news import NewsPair, load_news_pairs, split_by_date, spread
+from policylens.summarizer.oracle import oracle_labels
+from policylens.summarizer.units import sentence_units
 
 DEV_SIZE = 1000
-COMMAND = "HF_HUB_OFFLINE=1 .venv/bin/python -m training.bench_summaries --max-docs {n}"
-
-
-def load_char_rouge() -> Any:
-    """The project's local `char_rouge` evaluate module."""
-    try:
-        from training.metrics import load_metric
-    except ImportError:  # the loader helper is optional; the module itself is what matters
-        import evaluate
-
-        return evaluate.load(str(Path(__file__).parent / "metrics" / "char_rouge"))
-    return load_metric("char_rouge")
+COMMAND = "policylens evaluate-summaries --max-docs {n}"
 
 
 @dataclass
@@ -106,8 +88,6 @@ def paired_bootstrap(a: Sequence[str], b: Sequence[str], references: Sequence[st
     Says whether a gap of a point or so is more than the luck of the sample."""
     import numpy as np
 
-    from training.metrics.char_rouge.char_rouge import char_rouge_scores  # the metric's own scorer, per item
-
     diff = np.asarray([char_rouge_scores([x], [r])["rougeL"] - char_rouge_scores([y], [r])["rougeL"]
                        for x, y, r in zip(a, b, references)])
     rng = np.random.default_rng(seed)
@@ -124,26 +104,20 @@ def _oracle(pair: NewsPair) -> str:
     return "".join(u.text for u, keep in zip(units, labels) if keep)
 
 
-def run_benchmark(max_docs: int = 500, *, retrain: bool = False, model_dir: str | Path | None = None,
-                  pairs: Sequence[NewsPair] | None = None, encoder: SentenceEncoder | None = None,
-                  dev_size: int = DEV_SIZE, cache_dir: Path = CACHE_DIR, train_size: int = 1600,
-                  log: Callable[[str], None] = print) -> Report:
-    """Train if needed, then score every system on the dev split; returns the report."""
-    from inference.summarize import SelectConfig, Summarizer
-
-    model_dir = Path(model_dir or DEFAULT_MODEL_DIR)
+def evaluate_summaries(max_docs: int = 500, *, model_dir: str | Path | None = None,
+                       pairs: Sequence[NewsPair] | None = None, encoder: SentenceEncoder | None = None,
+                       dev_size: int = DEV_SIZE, cache_dir: Path = SUMMARIZER_CACHE_DIR,
+                       log: Callable[[str], None] = print) -> Report:
+    """Score every system on the dev split with a trained summariser; returns the report."""
+    model_dir = Path(model_dir or SUMMARIZER_DIR)
     pairs = list(pairs) if pairs is not None else load_news_pairs()
-    train_pairs, dev_pairs = split_by_date(pairs, dev_size=dev_size, train_size=None)
+    _, dev_pairs = split_by_date(pairs, dev_size=dev_size, train_size=None)
     encoder = encoder or SentenceEncoder(None)
-    if retrain or not exists(model_dir):
-        log(f"training the scorer into {model_dir}")
-        train_summarizer(model_dir, pairs=pairs, encoder=encoder, dev_size=dev_size, train_size=train_size,
-                         cache_dir=cache_dir, log=log)
     scorer = SummarizerModel.load(model_dir)
     trained_until = (scorer.meta.get("data") or {}).get("train_dates", [None, None])[1]
     if trained_until and trained_until >= dev_pairs[0].date:
         raise ValueError(f"{model_dir} was trained on dates up to {trained_until}, inside the dev split "
-                         f"(from {dev_pairs[0].date}); retrain with --retrain")
+                         f"(from {dev_pairs[0].date}); retrain it with `policylens train-summarizer`")
     dev = spread(dev_pairs, max_docs)
     started = time.perf_counter()
     texts = [u.text for p in dev for u in sentence_units(p.document())]
@@ -151,7 +125,7 @@ def run_benchmark(max_docs: int = 500, *, retrain: bool = False, model_dir: str 
     encoder.prime(texts, encode_cached(encoder, texts, cache_dir, log=log))
     summarizer = Summarizer(encoder, scorer)
     classic = Summarizer(encoder, scorer, config=SelectConfig(textrank_position_bias=0.0))
-    metric = load_char_rouge()
+    metric = load_metric("char_rouge")
     references = [p.headline for p in dev]
     systems: list[tuple[str, Summarizer, str, str, int]] = [
         ("Lead-1", summarizer, "lead", "1 sentence", 1),
@@ -189,27 +163,3 @@ def run_benchmark(max_docs: int = 500, *, retrain: bool = False, model_dir: str 
     return Report(rows, meta)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Train if needed, evaluate, print the ROUGE table of all systems (and write Markdown with --out)."""
-    import torch
-    from rich.console import Console
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--max-docs", type=int, default=500)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--retrain", action="store_true")
-    parser.add_argument("--model-dir", type=Path)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    console = Console()
-    report = run_benchmark(args.max_docs, retrain=args.retrain, model_dir=args.model_dir, log=console.print)
-    console.print(report.table())
-    console.print(report.meta)
-    if args.out:
-        args.out.write_text(report.markdown(), encoding="utf-8")
-        console.print(f"wrote {args.out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -59,7 +59,7 @@ class _Naive:
         import torch
         from transformers import pipeline
 
-        from inference.model_dir import TaggerMeta
+        from policylens.tagger.model_dir import TaggerMeta
 
         torch.set_num_threads(threads)
         self.meta = TaggerMeta.load(model_dir)
@@ -102,8 +102,8 @@ def worker(name: str, model_dir: str, texts_path: Path, threads: int, batch_size
     if f1:
         from sklearn.metrics import f1_score
 
-        from inference.model_dir import TaggerMeta
         from inference.onnx_backend import load_test_split
+        from policylens.tagger.model_dir import TaggerMeta
 
         test_texts, targets = load_test_split()
         thresholds = np.asarray(TaggerMeta.load(model_dir).thresholds, dtype=np.float32)
@@ -129,7 +129,7 @@ def _table(results: list[dict], reference: np.ndarray | None, probs: dict[str, n
 
 
 def main(argv: list[str] | None = None) -> None:
-    from inference.predictor import default_threads
+    from policylens.tagger.scoring import default_threads
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="models/taggers/default")
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         worker(args.worker, args.model, args.texts, args.threads, args.batch_size, not args.no_f1, args.out)
         return
 
-    from inference.batch import resolve_model_dir
+    from policylens.tagger.model_dir import resolve_model_dir
 
     resolve_model_dir(args.model)
     if "onnx" in args.only:  # export outside the timed worker (once; saved in the model dir)

@@ -1,4 +1,4 @@
-"""`policylens summarize` and `policylens evaluate-summaries`; wired in by policylens/cli.py via register()."""
+"""`policylens summarize`, `train-summarizer` and `evaluate-summaries`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+from policylens.cli._util import console, err_console
+from policylens.paths import SUMMARIZER_DIR
 
 
 def _render(summary, document, show_sections: bool) -> None:
@@ -106,28 +105,58 @@ def summarize_command(
         raise typer.Exit(1)
 
 
+def train_command(
+    out: Path = typer.Option(SUMMARIZER_DIR, "--out", "-o", help="Summariser model directory to write."),
+    train_size: int = typer.Option(1600, help="News items to train on (sampled from the earlier dates)."),
+    threads: int = typer.Option(1, help="torch threads for the scorer (it is tiny; extra threads only contend)."),
+) -> None:
+    """Train the summariser's sentence scorer on the shared news->headline pairs (embeddings are cached)."""
+    import torch
+
+    from policylens.io import InputError
+    from training.summarizer.train import TrainConfig, train_summarizer
+
+    torch.set_num_threads(threads)
+    try:
+        train_summarizer(out, train_size=train_size, config=TrainConfig(num_threads=threads), log=console.print)
+    except (InputError, ValueError) as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+
+
 def evaluate_command(
     max_docs: int = typer.Option(500, help="Dev documents to score (evenly spread over the held-out dates)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the report as Markdown."),
-    retrain: bool = typer.Option(False, help="Train the scorer even if models/summarizer exists."),
-    summarizer_dir: Optional[Path] = typer.Option(None, "--summarizer", help="Trained summarizer dir (default models/summarizer)."),
+    summarizer_dir: Path = typer.Option(SUMMARIZER_DIR, "--summarizer", help="Trained summariser dir."),
     threads: int = typer.Option(1, help="torch threads (the scorer is tiny; extra threads only contend)."),
 ) -> None:
     """Character ROUGE-1/2/L on the held-out (latest dates) news split: trained vs Lead-1/Lead-3/TextRank."""
     import torch
 
-    from training.bench_summaries import run_benchmark
+    from inference.summary_eval import evaluate_summaries
+    from policylens.io import InputError
+    from policylens.summarizer.model_dir import exists
 
+    if not exists(summarizer_dir):
+        err_console.print(f"[red]error:[/red] no trained summariser at {summarizer_dir}; run `policylens train-summarizer`")
+        raise typer.Exit(2)
     torch.set_num_threads(threads)
-    report = run_benchmark(max_docs=max_docs, retrain=retrain, model_dir=summarizer_dir, log=console.print)
+    try:
+        report = evaluate_summaries(max_docs=max_docs, model_dir=summarizer_dir, log=console.print)
+    except (InputError, ValueError) as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
     console.print(report.table())
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report.markdown(), encoding="utf-8")
+        from policylens.io import atomic_write
+
+        with atomic_write(out) as handle:
+            handle.write(report.markdown())
         console.print(f"wrote {out}")
 
 
 def register(app: typer.Typer) -> None:
     """Add the top-level `summarize` and `evaluate-summaries` commands to the policylens app."""
     app.command("summarize")(summarize_command)
+    app.command("train-summarizer")(train_command)
     app.command("evaluate-summaries")(evaluate_command)

@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_one(args.system, args)))
         return
 
+    from policylens.metrics import markdown_table
     from policylens.taxonomy import Taxonomy
-    from training.metrics import markdown_table
 
     reports = {}
     for system in ("keyword", "tfidf", "bert"):

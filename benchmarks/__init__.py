@@ -1,0 +1,1 @@
+"""Benchmark scripts (not installed): `python -m benchmarks.<name>` prints numbers side by side."""

@@ -1,0 +1,101 @@
+"""`policylens train` and `policylens evaluate`: the paragraph tagger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from policylens.cli._util import console, err_console, fail
+from policylens.paths import TAGGER_DIR
+
+
+def _splits(data: list[Path] | None, silver: bool, dev: float, test: float, seed: int):
+    from policylens.dataset import SplitConfig, labelled_splits
+
+    taxonomy, sources, splits = labelled_splits(data or [], silver, SplitConfig(dev=dev, test=test, seed=seed))
+    console.print(f"data: {', '.join(str(s) for s in sources)}")
+    console.print("splits: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    return taxonomy, splits
+
+
+def train(
+    out: Path = typer.Option(TAGGER_DIR, "--out", "-o", help="Model directory to write."),
+    data: Optional[list[Path]] = typer.Option(None, "--data", help="Extra labelled JSON Lines files."),
+    silver: bool = typer.Option(True, help="Include ../shared/data/train_silver.jsonl when present."),
+    backbone: Optional[str] = typer.Option(None, help="Local dir or hub id (default: converted multilingual-e5-small)."),
+    epochs: int = typer.Option(4),
+    batch_size: int = typer.Option(16),
+    learning_rate: float = typer.Option(5e-5),
+    max_length: int = typer.Option(256),
+    freeze_embeddings: bool = typer.Option(True, help="Freeze the word embeddings (much faster on CPU)."),
+    freeze_layers: int = typer.Option(8, help="Freeze (and cache) the lowest N transformer layers; 0 trains all."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after N optimiser steps (smoke runs)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
+    seed: int = typer.Option(13),
+) -> None:
+    """Fine-tune the paragraph tagger; writes a self-describing model directory."""
+    from policylens.io import InputError
+    from training.tagger import TaggerConfig, train_tagger
+
+    try:
+        taxonomy, splits = _splits(data, silver, 0.1, 0.15, seed)
+        config = TaggerConfig(
+            backbone=backbone, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            max_length=max_length, freeze_embeddings=freeze_embeddings, freeze_layers=freeze_layers,
+            max_steps=max_steps, seed=seed,
+        )
+        result = train_tagger(splits, taxonomy, out, config, resume=resume)
+    except (InputError, ValueError) as err:
+        fail(str(err))
+    console.print(f"saved {result.model_dir} in {result.seconds / 60:.1f} min")
+    for split, report in result.metrics.items():
+        console.print(f"{split}: macro-F1 {report['macro_f1']:.4f}  micro-F1 {report['micro_f1']:.4f}")
+
+
+def evaluate(
+    model: Path = typer.Option(TAGGER_DIR, "--model", "-m", help="Tagger directory to evaluate."),
+    data: Optional[list[Path]] = typer.Option(None, "--data", help="Extra labelled JSON Lines files (as in training)."),
+    silver: bool = typer.Option(True, help="Include ../shared/data/train_silver.jsonl when present."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for evaluation.json/.md (default: the model dir)."),
+    baselines: bool = typer.Option(True, help="Also fit and score the TF-IDF and keyword baselines."),
+    test: Optional[list[Path]] = typer.Option(
+        None, "--test", help="Score on these labelled JSON Lines files instead of the test split "
+        "(e.g. paragraphs from other documents labelled by reading; labels outside the taxonomy are ignored)."),
+    seed: int = typer.Option(13),
+) -> None:
+    """Score the tagger and the baselines on the same test split; write JSON and a Markdown table."""
+    from policylens.io import InputError
+    from policylens.metrics import markdown_table
+    from policylens.tagger.model_dir import TaggerMeta
+    from training.evaluate import evaluate_all, write_reports
+    from training.tagger import data_fingerprint
+
+    try:
+        taxonomy, splits = _splits(data, silver, 0.1, 0.15, seed)
+        has_model = (model / "policylens.json").exists()
+        if not has_model and not baselines:
+            fail(f"{model}: no trained tagger there; run `policylens train` first")
+        if has_model and TaggerMeta.load(model).data.get("fingerprint") != data_fingerprint(splits):
+            err_console.print(f"[yellow]warning:[/yellow] {model} was trained on different data or splits")
+        if test:
+            from policylens.dataset import load_labelled
+
+            rows = load_labelled(test, taxonomy, drop_unknown_labels=True)
+            splits["test"] = [{**row, "targets": taxonomy.multi_hot(row["labels"])} for row in rows]
+            console.print(f"test: {len(rows)} rows from {', '.join(str(t) for t in test)} (instead of the test split)")
+        systems = ("bert",) * has_model + (("tfidf", "keyword") if baselines else ())
+        reports = evaluate_all(splits, taxonomy, model if has_model else None, systems)
+    except (InputError, ValueError) as err:
+        fail(str(err))
+    console.print(markdown_table(reports, taxonomy.ids))
+    # a score on other data must not overwrite the model's own evaluation files
+    default_out = Path("out") / "evaluation-test-files" if test else (model if has_model else Path("out"))
+    json_path, md_path = write_reports(reports, taxonomy, out or default_out)
+    console.print(f"wrote {json_path} and {md_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)

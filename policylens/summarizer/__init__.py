@@ -1,0 +1,1 @@
+"""The extractive summariser's shared pieces: sentence units, features, the model directory."""

@@ -1,0 +1,1 @@
+"""Training the extractive summariser: news data, oracle labels, the scorer loop."""
