@@ -25,6 +25,7 @@ from training.summarizer.train import (
     build_examples,
     example_loss,
     train_scorer,
+    train_summarizer,
 )
 
 BODIES = [
@@ -207,13 +208,16 @@ def test_configs_are_validated():
         TrainConfig(learning_rate=0)
 
 
-def test_benchmark_runs_end_to_end_on_a_tiny_set(encoder, tmp_path):
-    from benchmarks.bench_summaries import run_benchmark
+def test_trained_summariser_is_evaluated_end_to_end_on_a_tiny_set(encoder, tmp_path):
+    from inference.summary_eval import evaluate_summaries
 
-    report = run_benchmark(max_docs=4, pairs=_pairs(24), encoder=encoder, dev_size=4, train_size=16,
-                           model_dir=tmp_path / "model", cache_dir=tmp_path / "cache", log=lambda m: None)
+    pairs = _pairs(24)
+    train_summarizer(tmp_path / "model", pairs=pairs, encoder=encoder, dev_size=4, train_size=16,
+                     cache_dir=tmp_path / "cache", log=lambda m: None)
+    assert (tmp_path / "model" / "model.safetensors").exists()
+    report = evaluate_summaries(max_docs=4, pairs=pairs, encoder=encoder, dev_size=4, model_dir=tmp_path / "model",
+                                cache_dir=tmp_path / "cache", log=lambda m: None)
     systems = {(r.system, r.budget) for r in report.rows}
     assert {("Lead-1", "1 sentence"), ("TextRank (classic)", "1 sentence"), ("Trained scorer", "1 sentence"),
             ("Lead-3", "3 sentences")} <= systems
     assert all(0 <= r.rougeL <= 1 for r in report.rows) and "| Lead-1 |" in report.markdown()
-    assert (tmp_path / "model" / "model.safetensors").exists()
