@@ -1,4 +1,5 @@
-# One entry point per task; see README.md.
+# Two commands do everything on a fresh clone: `make run` (the main job) and `make test`.
+# Each performs the set-up it needs first; `make setup` is that shared step.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -7,45 +8,53 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: setup run test test-slow clean
 
-# 1. install everything (CPU torch from the pinned wheel, then the project)
-setup:
+# install everything once (CPU torch from the pinned wheel, then the project); the stamp
+# is rebuilt when pyproject.toml changes
+SETUP_STAMP := $(VENV)/.setup-done
+setup: $(SETUP_STAMP)
+$(SETUP_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[serve,dev]"
+	touch $@
 
-# 2. the main job: tag and summarise the seeds plus a folder of new documents
-BACKBONE := models/backbones/multilingual-e5-small
-TAGGER   := models/taggers/default
-CORPUS   ?= ../shared/data/corpus_docs.jsonl
-INBOX    ?= out/inbox
+# the main job: tag and summarise the seeds plus a folder of new documents.
+# Model paths follow POLICYLENS_MODELS (default models/), like every policylens command.
+MODELS     ?= $(or $(POLICYLENS_MODELS),models)
+BACKBONE   := $(MODELS)/backbones/multilingual-e5-small
+TAGGER     := $(MODELS)/taggers/default
+SUMMARIZER := $(MODELS)/summarizer
+CORPUS     ?= ../shared/data/corpus_docs.jsonl
+INBOX      ?= out/inbox
 
-SUMMARIZER := models/summarizer
-
-run: $(TAGGER)/policylens.json $(SUMMARIZER)/summarizer.json $(INBOX)
+run: setup $(TAGGER)/policylens.json $(SUMMARIZER)/summarizer.json out/summaries.md $(INBOX)
 	$(BIN)/policylens tag seeds/ $(INBOX) --model $(TAGGER) --format html --out out/report.html
 
-$(BACKBONE)/config.json:
+$(BACKBONE)/config.json: | setup
 	$(BIN)/policylens backbone build
 
-# about 13 minutes on 2 quiet CPU cores (python -m training.bench_tagger: 767 s)
+# about 6-15 minutes on 2 CPU cores
 $(TAGGER)/policylens.json: $(BACKBONE)/config.json
 	$(BIN)/policylens train --out $(TAGGER) --epochs 4 --learning-rate 1e-4
 
-# trains the sentence scorer on the shared news->headline pairs (cached embeddings; ~20 min the first time)
+# the sentence scorer, trained on the shared news->headline pairs (cached embeddings; 5-20 minutes the first time)
 $(SUMMARIZER)/summarizer.json: $(BACKBONE)/config.json
-	$(BIN)/policylens evaluate-summaries --out out/summaries.md
+	$(BIN)/policylens train-summarizer --out $(SUMMARIZER)
+
+out/summaries.md: $(SUMMARIZER)/summarizer.json
+	$(BIN)/policylens evaluate-summaries --summarizer $(SUMMARIZER) --out $@
 
 # new documents to read this week: by default a sample of the shared corpus
-$(INBOX):
+$(INBOX): | setup
 	$(BIN)/policylens export $(CORPUS) --out $(INBOX) --source policy --source gov_work_report --source news --limit 2
 
-# 3. the tests (what CI runs)
-test:
+# the tests (what CI runs: .ci/run)
+test: setup
 	$(BIN)/python -m pytest -q
 
-test-slow:
+test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 clean:
-	rm -rf $(VENV) models/backbones models/taggers out .pytest_cache
+	rm -rf $(VENV) models/backbones models/taggers models/summarizer models/cache out .pytest_cache
