@@ -5,7 +5,7 @@ until N body paragraphs), each predictor in a fresh subprocess so peak RSS is
 its own, the same thread count for all. Prints a table; also reports test-split
 macro-F1 per predictor (calibrated, stored thresholds) and max |Δprob| vs torch.
 
-    python -m inference.bench_predictors [--model models/taggers/default] [--n 2000] [--threads 2]
+    python -m benchmarks.bench_predictors [--model models/taggers/default] [--n 2000] [--threads 2]
 """
 
 from __future__ import annotations
@@ -100,15 +100,14 @@ def worker(name: str, model_dir: str, texts_path: Path, threads: int, batch_size
               "per_s": len(texts) / run_s, "peak_rss_mb": _peak_rss_mb()}
     np.save(out.with_suffix(".npy"), probs)
     if f1:
-        from sklearn.metrics import f1_score
-
         from inference.onnx_backend import load_test_split
+        from policylens.metrics.multilabel import macro_f1
         from policylens.tagger.model_dir import TaggerMeta
 
         test_texts, targets = load_test_split()
         thresholds = np.asarray(TaggerMeta.load(model_dir).thresholds, dtype=np.float32)
         predicted = (predictor.predict_proba(test_texts) >= thresholds).astype(int)
-        result["test_macro_f1"] = float(f1_score(targets, predicted, average="macro", zero_division=0))
+        result["test_macro_f1"] = macro_f1(targets, predicted)
         result["test_n"] = len(test_texts)
     out.write_text(json.dumps(result), encoding="utf-8")
 

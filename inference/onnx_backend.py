@@ -15,10 +15,8 @@ Files, inside the model directory (git-ignored like all weights):
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -27,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from policylens.io import InputError, write_json
+from policylens.io import InputError, publish_dir, temp_dir_beside, write_json
 from policylens.metrics.multilabel import macro_f1
 from policylens.tagger.model_dir import TaggerMeta
 
@@ -106,20 +104,11 @@ def _fuse(src: Path, dst: Path, config_json: dict[str, Any]) -> bool:
         return False
 
 
-def export_onnx(model_dir: str | Path, config: ExportConfig | None = None) -> Path:
-    """Export (and quantise) the tagger into `model_dir/onnx/`; returns the file a Predictor loads.
-
-    Written into a temp folder and swapped in, so a concurrent reader never sees
-    half a model.
-    """
+def _trace_to_onnx(model_dir: Path, path: Path, opset: int) -> None:
+    """The fp32 graph with dynamic batch and sequence axes."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    config = config or ExportConfig()
-    model_dir = Path(model_dir)
-    if not (model_dir / "model.safetensors").exists():
-        raise InputError(f"{model_dir}: no model.safetensors to export")
-    started = time.time()
     # eager attention exports to plain MatMul/Softmax, which ORT's fusions recognise
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True, attn_implementation="eager")
 
@@ -135,44 +124,62 @@ def export_onnx(model_dir: str | Path, config: ExportConfig | None = None) -> Pa
     ids = torch.full((2, 16), 5, dtype=torch.long)
     mask = torch.ones((2, 16), dtype=torch.long)
     mask[1, 9:] = 0  # trace a padded row so no "all ones" shortcut is baked into the graph
-    tmp = Path(tempfile.mkdtemp(prefix=".onnx.", dir=model_dir))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (ids, mask),
+            str(path),
+            dynamo=False,  # the TorchScript exporter needs no onnxscript and handles dynamic axes directly
+            opset_version=opset,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "logits": {0: "batch"},
+            },
+            do_constant_folding=True,
+        )
+
+
+def _quantize(model_dir: Path, fp32: Path, out: Path, config: ExportConfig) -> bool:
+    """int8 weights (after fusions when they apply); returns whether the graph was fused."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source, fused = fp32, False
+    if config.fuse:
+        candidate = fp32.with_name("model.fused.onnx")
+        if _fuse(fp32, candidate, json.loads((model_dir / "config.json").read_text(encoding="utf-8"))):
+            source, fused = candidate, True
+    quantize_dynamic(
+        str(source), str(out), per_channel=config.per_channel, reduce_range=config.reduce_range,
+        weight_type=QuantType.QInt8 if config.weight_type == "int8" else QuantType.QUInt8,
+        # fused ops (com.microsoft domain) defeat shape inference; their outputs are float
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    fp32.with_name("model.fused.onnx").unlink(missing_ok=True)
+    return fused
+
+
+def export_onnx(model_dir: str | Path, config: ExportConfig | None = None) -> Path:
+    """Export (and quantise) the tagger into `model_dir/onnx/`; returns the file a Predictor loads.
+
+    Written into a temp folder and swapped in, so a concurrent reader never sees
+    half a model.
+    """
+    import torch
+
+    config = config or ExportConfig()
+    model_dir = Path(model_dir)
+    if not (model_dir / "model.safetensors").exists():
+        raise InputError(f"{model_dir}: no model.safetensors to export")
+    started = time.time()
+    tmp = temp_dir_beside(model_dir / ONNX_DIR)
     try:
-        fp32 = tmp / FP32_FILE
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                wrapper,
-                (ids, mask),
-                str(fp32),
-                dynamo=False,  # the TorchScript exporter needs no onnxscript and handles dynamic axes directly
-                opset_version=config.opset,
-                input_names=["input_ids", "attention_mask"],
-                output_names=["logits"],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "sequence"},
-                    "attention_mask": {0: "batch", 1: "sequence"},
-                    "logits": {0: "batch"},
-                },
-                do_constant_folding=True,
-            )
-        fused = False
-        if config.quantize:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            source = fp32
-            if config.fuse:
-                candidate = tmp / "model.fused.onnx"
-                if _fuse(fp32, candidate, json.loads((model_dir / "config.json").read_text(encoding="utf-8"))):
-                    source, fused = candidate, True
-            import onnx
-
-            quantize_dynamic(
-                str(source), str(tmp / INT8_FILE), per_channel=config.per_channel, reduce_range=config.reduce_range,
-                weight_type=QuantType.QInt8 if config.weight_type == "int8" else QuantType.QUInt8,
-                # fused ops (com.microsoft domain) defeat shape inference; their outputs are float
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-            (tmp / "model.fused.onnx").unlink(missing_ok=True)
+        _trace_to_onnx(model_dir, tmp / FP32_FILE, config.opset)
+        fused = _quantize(model_dir, tmp / FP32_FILE, tmp / INT8_FILE, config) if config.quantize else False
         write_json(tmp / EXPORT_INFO, {
             "model_version": _version(model_dir),
             "config": asdict(config),
@@ -180,16 +187,7 @@ def export_onnx(model_dir: str | Path, config: ExportConfig | None = None) -> Pa
             "torch": torch.__version__,
             "seconds": round(time.time() - started, 1),
         })
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp made it private; the model dir's other files are not
-        target = model_dir / ONNX_DIR
-        old = model_dir / f".{ONNX_DIR}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            target.replace(old)
-        tmp.replace(target)
-        shutil.rmtree(old, ignore_errors=True)
+        publish_dir(tmp, model_dir / ONNX_DIR)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return onnx_path(model_dir, config.quantize)

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -93,3 +94,8 @@ def publish_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def utc_timestamp() -> str:
+    """Now, in UTC, to the second: `2026-11-29T10:30:00Z` (what logs, registries and provenance record)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

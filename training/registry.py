@@ -27,11 +27,16 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from policylens.io import InputError, atomic_write, read_jsonl, write_json
+from policylens.io import (
+    InputError,
+    atomic_write,
+    read_jsonl,
+    utc_timestamp,
+    write_json,
+)
 from policylens.paths import MODELS_DIR
 
 DEFAULT_REGISTRY_DIR = MODELS_DIR / "registry"
@@ -42,10 +47,6 @@ INFO_FILE = "registry.json"
 LOCK_FILE = "LOCK"
 _VERSION = re.compile(r"^v(\d{4,})$")
 _PID = re.compile(r"staging-(\d+)-")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -252,7 +253,7 @@ class Registry:
         with self.locked():
             existing = [int(_VERSION.match(p.name).group(1)) for p in self.root.iterdir() if _VERSION.match(p.name)]  # type: ignore[union-attr]
             name = f"v{max(existing, default=0) + 1:04d}"
-            write_json(staged / INFO_FILE, {"version": name, "created": _now(), **info})
+            write_json(staged / INFO_FILE, {"version": name, "created": utc_timestamp(), **info})
             os.rename(staged, self.path(name))  # the one step that makes a version exist
         return name
 
@@ -260,7 +261,7 @@ class Registry:
         with atomic_write(self.root / CURRENT_FILE) as handle:
             handle.write(name + "\n")
         os.chmod(self.root / CURRENT_FILE, 0o644)  # mkstemp's 0600 would hide it from a server running as another user
-        event = {"time": _now(), "action": action, "from": previous, "to": name, **({"note": note} if note else {})}
+        event = {"time": utc_timestamp(), "action": action, "from": previous, "to": name, **({"note": note} if note else {})}
         path = self.root / HISTORY_FILE
         old = path.read_text(encoding="utf-8") if path.exists() else ""
         with atomic_write(path) as handle:
@@ -315,7 +316,7 @@ class Registry:
             if obj:
                 merged.update(obj["assignments"])
             test_ids = obj["test_doc_ids"] if obj else sorted(d for d, s in assignments.items() if s == "test")
-            write_json(path, {"first_version": obj["first_version"] if obj else version, "updated": _now(),
+            write_json(path, {"first_version": obj["first_version"] if obj else version, "updated": utc_timestamp(),
                               "test_doc_ids": test_ids, "assignments": dict(sorted(merged.items()))})
 
     # -- consistency ----------------------------------------------------------

