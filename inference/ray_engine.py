@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from inference.batch.chunk import analyze_chunk
 from policylens.document import Document
 
 
@@ -36,8 +37,6 @@ class PredictorActor:
                                    summarizer="auto" if summary else None)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from inference.batch import analyze_chunk
-
         chunk = [
             (str(key), Document(id=str(doc_id), text=str(text), source=str(source) or None, title=str(title) or None,
                                 meta=json.loads(str(meta))))
@@ -72,7 +71,7 @@ def _init_ray(workers: int, threads: int) -> None:
 
 def ray_engine(items: Iterable[tuple[str, Document]], model_dir: Path, config: Any,
                docs_per_batch: int = 16) -> Iterator[tuple[str, dict | str]]:
-    """(key, document) in, (key, record or error message) out, in input order (see inference.batch)."""
+    """(key, document) in, (key, record or error message) out, in input order (see inference.batch.engine)."""
     try:
         import ray
     except ImportError as err:

@@ -7,12 +7,13 @@ from typing import Optional
 
 import typer
 
-from inference.batch import DEFAULT_MODEL_DIR, ENGINES, FORMATS
+from inference.batch import ENGINES, FORMATS
+from policylens.paths import TAGGER_DIR
 
 
 def tag(
     inputs: list[str] = typer.Argument(..., help="Files, folders (recursive), globs, JSON Lines corpora, or - for stdin."),
-    model: Path = typer.Option(DEFAULT_MODEL_DIR, "--model", "-m", help="Tagger directory (from `policylens train`)."),
+    model: Path = typer.Option(TAGGER_DIR, "--model", "-m", help="Tagger directory (from `policylens train`)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="torch | onnx (default: the model's setting, else torch)."),
     fmt: str = typer.Option("jsonl", "--format", "-f", help=f"Output format: {' | '.join(FORMATS)}."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (written atomically); default stdout."),
