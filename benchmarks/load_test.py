@@ -1,6 +1,6 @@
 """Load test for the HTTP API: throughput and latency at 1, 8 and 32 concurrent clients.
 
-Starts `uvicorn inference.server:create_app_from_env` as a subprocess on
+Starts `uvicorn inference.server.app:create_app_from_env` as a subprocess on
 127.0.0.1 (a free port; loopback only), sends real paragraphs segmented from a
 few documents of ../shared/data/corpus_docs.jsonl (read at run time, never
 stored), and prints one row per concurrency level. Every level is bounded by
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from inference.server.limits import DEFAULT_LIMITS
 from policylens.paths import CORPUS_PATH, MODELS_DIR, REPO_ROOT
 
 HOST = "127.0.0.1"
@@ -98,7 +99,7 @@ def start_server(model: Path, port: int, max_batch: int, max_wait_ms: float, log
         "TOKENIZERS_PARALLELISM": "false",
     }
     command = [
-        sys.executable, "-m", "uvicorn", "inference.server:create_app_from_env", "--factory",
+        sys.executable, "-m", "uvicorn", "inference.server.app:create_app_from_env", "--factory",
         "--host", HOST, "--port", str(port), "--log-level", "warning", "--no-access-log",
     ]
     with log_path.open("wb") as log:
@@ -199,8 +200,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per level at most")
     parser.add_argument("--requests", type=int, default=50, help="requests per client per level at most")
     parser.add_argument("--paragraphs", type=int, default=4, help="paragraphs per request")
-    parser.add_argument("--max-batch", type=int, default=256, help="server max_batch")
-    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="server micro-batch wait")
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_LIMITS.max_batch, help="server max_batch")
+    parser.add_argument(
+        "--max-wait-ms", type=float, default=DEFAULT_LIMITS.max_wait_ms, help="server micro-batch wait"
+    )
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     return parser.parse_args(argv)
 

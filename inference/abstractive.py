@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policylens.chinese import normalize
@@ -172,7 +171,3 @@ def add_abstract(document: Document, summary: "Summary", generator: "Abstractive
         summary.notes.append(f"{err}; showing the extractive summary")
     except Exception as err:  # a generator failing mid-run must not lose the extractive result
         summary.notes.append(f"generation failed ({type(err).__name__}: {err}); showing the extractive summary")
-
-
-def is_local_model(name: str | os.PathLike) -> bool:
-    return Path(name).expanduser().is_dir()

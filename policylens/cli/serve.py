@@ -1,4 +1,4 @@
-"""`policylens serve`: run the HTTP API (inference/server.py) under uvicorn.
+"""`policylens serve`: run the HTTP API (inference/server/) under uvicorn.
 
 Kept out of policylens/cli.py so the CLI imports nothing from FastAPI unless
 this command runs; policylens/cli.py calls `register(app)`.
@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from inference.server.limits import (
+    DEFAULT_LIMITS,  # no FastAPI: the CLI stays light until `serve` runs
+)
 
 
 def _is_loopback(host: str) -> bool:
@@ -39,11 +43,17 @@ def register(app: typer.Typer) -> None:
             "it is watched and a newly promoted model is hot-swapped in.",
         ),
         poll_seconds: float = typer.Option(
-            5.0, help="How often to check for a new model (0: only POST /v1/admin/reload)."
+            DEFAULT_LIMITS.poll_seconds, help="How often to check for a new model (0: only POST /v1/admin/reload)."
         ),
-        max_batch: int = typer.Option(256, min=1, help="Most paragraphs per request and per model call."),
-        max_chars: int = typer.Option(20000, min=1, help="Longest paragraph / document text accepted."),
-        max_wait_ms: float = typer.Option(2.0, min=0.0, help="How long a batch waits for more concurrent requests."),
+        max_batch: int = typer.Option(
+            DEFAULT_LIMITS.max_batch, min=1, help="Most paragraphs per request and per model call."
+        ),
+        max_chars: int = typer.Option(
+            DEFAULT_LIMITS.max_chars, min=1, help="Longest paragraph / document text accepted."
+        ),
+        max_wait_ms: float = typer.Option(
+            DEFAULT_LIMITS.max_wait_ms, min=0.0, help="How long a batch waits for more concurrent requests."
+        ),
         threads: Optional[int] = typer.Option(None, min=1, help="Torch threads per worker [default: min(4, CPUs)]."),
         log_level: str = typer.Option("info", help="uvicorn log level."),
     ) -> None:
@@ -52,7 +62,7 @@ def register(app: typer.Typer) -> None:
 
         import uvicorn
 
-        from inference.server import DEFAULT_MODEL_DIR, create_app
+        from inference.server.app import DEFAULT_MODEL_DIR, create_app
 
         model_dir = model if model is not None else (None if registry is not None else DEFAULT_MODEL_DIR)
         if model_dir is not None and not (Path(model_dir) / "policylens.json").exists():
@@ -87,6 +97,6 @@ def register(app: typer.Typer) -> None:
         }
         os.environ.update(settings)
         uvicorn.run(
-            "inference.server:create_app_from_env", factory=True, host=host, port=port,
+            "inference.server.app:create_app_from_env", factory=True, host=host, port=port,
             workers=workers, log_level=log_level,
         )

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from inference.batching import MicroBatcher
 from inference.predictor import Predictor
-from inference.server import create_app
+from inference.server.app import create_app
 from policylens.io import atomic_write
 from policylens.tagger.model_dir import TaggerMeta
 

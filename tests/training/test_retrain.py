@@ -108,7 +108,7 @@ def test_the_gate_refuses_a_model_that_forgets_a_domain(world, tiny_backbone_dir
 
 
 def test_a_killed_retraining_leaves_the_current_model_serving(world, tiny_backbone_dir, monkeypatch):
-    import training.tagger as tagger
+    import training.tagger.loop as tagger
 
     store, registry, _, _ = world
     current, versions = registry.current(), registry.versions()

@@ -99,7 +99,7 @@ def test_cached_lower_layers_give_the_same_logits_as_the_full_model(tiny_backbon
 
 
 def test_resume_continues_from_the_checkpoint(tiny_backbone_dir, tmp_path, monkeypatch):
-    import training.tagger as tagger
+    import training.tagger.loop as tagger
 
     taxonomy = Taxonomy.load()
     splits = make_splits(taxonomy)

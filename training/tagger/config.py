@@ -1,0 +1,53 @@
+"""What decides a tagger training run, and what a run hands back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TaggerConfig:
+    """Everything that decides a training run; stored with the model."""
+
+    backbone: str | None = None  # local dir or hub id; None = the converted multilingual-e5-small
+    max_length: int = 256
+    stride: int = 64
+    prefix: str = "passage: "
+    epochs: int = 4
+    batch_size: int = 16
+    learning_rate: float = 5e-5
+    head_learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    freeze_embeddings: bool = True  # most of e5's 118M parameters; 3-4x less optimiser work on CPU
+    # Freeze the lowest N transformer layers; with BERT their outputs are computed once and
+    # cached, so each epoch only runs the top layers (about 3x faster on CPU for 8 of 12).
+    freeze_layers: int = 8
+    pos_weight: bool = True  # sqrt(neg/pos) per label against class imbalance
+    patience: int = 2  # epochs without dev macro-F1 improvement before stopping
+    evals_per_epoch: int = 2
+    seed: int = 13
+    num_threads: int | None = None
+    max_steps: int | None = None  # cap for smoke tests
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if not 0 < self.learning_rate < 1 or not 0 < self.head_learning_rate < 1:
+            raise ValueError("learning rates must be in (0, 1)")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0,1), got {self.warmup_ratio}")
+        if self.freeze_layers < 0 or self.patience < 0 or self.evals_per_epoch < 1:
+            raise ValueError("freeze_layers, patience must be >= 0 and evals_per_epoch >= 1")
+
+
+@dataclass
+class TrainResult:
+    """Where the model went, its dev/test metrics and the per-evaluation history."""
+
+    model_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
