@@ -1,7 +1,7 @@
 """Measure the TF-IDF and keyword baselines on the real labelled data.
 
 Not a test: it reads ../shared/data at run time and takes tens of seconds.
-Run: `python -m training.bench_baselines`.
+Run: `python -m benchmarks.bench_baselines`.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from policylens.paths import TAGGER_DIR
+
 PREDICTORS = ("naive", "torch", "onnx")
 LABELS = {
     "naive": 'transformers.pipeline("text-classification"), one paragraph per call',
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     from policylens.tagger.scoring import default_threads
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="models/taggers/default")
+    parser.add_argument("--model", default=str(TAGGER_DIR))
     parser.add_argument("--n", type=int, default=2000, help="paragraphs to time")
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--batch-size", type=int, default=8)
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         texts_path.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
         for name in args.only:
             out = Path(tmp) / f"{name}.json"
-            command = [sys.executable, "-m", "inference.bench_predictors", "--worker", name, "--model", args.model,
+            command = [sys.executable, "-m", "benchmarks.bench_predictors", "--worker", name, "--model", args.model,
                        "--texts", str(texts_path), "--out", str(out), "--threads", str(args.threads),
                        "--batch-size", str(args.batch_size)] + (["--no-f1"] if args.no_f1 else [])
             print(f"running {name} ...", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Benchmark: train and score the BERT tagger and both baselines in one run.
 
-    python -m training.bench_tagger [--epochs 4] [--learning-rate 1e-4] [--out models/taggers/bench]
+    python -m benchmarks.bench_tagger [--epochs 4] [--learning-rate 1e-4] [--out models/taggers/bench]
 
 Each system runs in its own subprocess so its training time and peak memory
 are its own. Prints one table: test per-label F1, macro/micro-F1, exact match,
@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from policylens.paths import MODELS_DIR
 
 
 def _splits(seed: int):
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="Torch threads for training.")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--out", default="models/taggers/bench")
+    parser.add_argument("--out", default=str(MODELS_DIR / "taggers" / "bench"))
     parser.add_argument("--reuse", action="store_true", help="Score an already trained --out instead of training.")
     parser.add_argument("--system", help=argparse.SUPPRESS)  # internal: run one system, print JSON
     args = parser.parse_args(argv)
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
 
     reports = {}
     for system in ("keyword", "tfidf", "bert"):
-        cmd = [sys.executable, "-m", "training.bench_tagger", "--system", system, *(argv or sys.argv[1:])]
+        cmd = [sys.executable, "-m", "benchmarks.bench_tagger", "--system", system, *(argv or sys.argv[1:])]
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         reports[system] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{system}: macro-F1 {reports[system]['macro_f1']:.4f} in {reports[system]['seconds']} s", flush=True)

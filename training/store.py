@@ -37,10 +37,10 @@ from policylens.io import (
     utc_timestamp,
     write_json,
 )
-from policylens.paths import DATA_DIR
+from policylens.paths import STORE_DIR
 from policylens.taxonomy import DEFAULT_TAXONOMY_PATH, Label, Taxonomy
 
-DEFAULT_STORE_DIR = DATA_DIR / "store"
+DEFAULT_STORE_DIR = STORE_DIR
 LOG_FILE = "log.jsonl"
 MANIFEST_FILE = "manifest.json"
 EMPTY_VERSION = "empty"

@@ -3,15 +3,8 @@
 A local `evaluate` module because the hub's metric scripts are unreachable
 offline; it wraps policylens.metrics.multilabel, the one implementation.
 
-Conventions (why: dev/test splits are small and a rare label can be absent):
-- Per label, an undefined ratio counts as 1.0 when it has nothing to get
-  wrong (no predictions and no positives: P = R = F1 = 1.0) and 0.0 otherwise.
-- `macro_*` average only the labels with at least one positive reference, so a
-  split without a rare label neither rewards nor penalises the system on it;
-  false positives on such a label still lower micro-F1 and exact match.
-  If no label has a positive, the macro average runs over all labels.
-- `none_accuracy`: among rows whose reference has no label, the share
-  predicted with no label; None when there is no such row.
+Conventions (undefined ratios, labels absent from the references): see
+policylens/metrics/multilabel.py.
 """
 
 from __future__ import annotations
