@@ -3,7 +3,8 @@
 Layout under `models/registry/`:
 
   v0001/ v0002/ ...   complete tagger dirs (loadable by Predictor) + registry.json
-                      (+ report.md/report.json from retraining)
+                      (+ report.md/report.json from retraining) + files.sha256.json,
+                      the sha256 of every file, written when the version is registered
   CURRENT             the served version's name; replaced with os.replace, so a
                       server watching it (`policylens serve --registry`) only ever
                       reads a whole name, and only of a fully registered version
@@ -14,6 +15,12 @@ Layout under `models/registry/`:
 
 A version appears only by renaming a finished staging dir (one atomic step),
 so a crash mid-training leaves CURRENT and every version untouched.
+
+Promoting or rolling back to a version first runs
+policylens.tagger.integrity.check_model_dir on it (hashes, files, weights, a
+smoke-set scoring) and refuses a version that fails; `verify(deep=True)` runs
+it on every version. Version names may be given as paths (`v0002/`,
+`./v0002`, `models/registry/v0002`): they are normalised to `v0002`.
 """
 
 from __future__ import annotations
@@ -38,6 +45,13 @@ from policylens.io import (
     write_json,
 )
 from policylens.paths import MODELS_DIR
+from policylens.tagger.integrity import check_model_dir, first_problem
+from policylens.tagger.model_dir import (
+    MANIFEST_FILE,
+    read_json_file,
+    verify_manifest,
+    write_manifest,
+)
 
 DEFAULT_REGISTRY_DIR = MODELS_DIR / "registry"
 CURRENT_FILE = "CURRENT"
@@ -47,6 +61,13 @@ INFO_FILE = "registry.json"
 LOCK_FILE = "LOCK"
 _VERSION = re.compile(r"^v(\d{4,})$")
 _PID = re.compile(r"staging-(\d+)-")
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def _pid_alive(pid: int) -> bool:
@@ -173,6 +194,7 @@ class VerifyReport:
     leftovers: list[Path] = field(default_factory=list)  # dead staging/temp entries (removed when cleaned)
     in_progress: list[Path] = field(default_factory=list)  # staging of a live process: left alone
     broken: list[str] = field(default_factory=list)  # versions or pointer that cannot be served
+    notes: list[str] = field(default_factory=list)  # worth knowing, not failures (e.g. no file hashes recorded)
     cleaned: bool = False
 
     @property
@@ -197,18 +219,40 @@ class Registry:
     def path(self, version: str) -> Path:
         return self.root / version
 
+    def _unknown(self, version: str) -> InputError:
+        known = ", ".join(self.versions()) or "none"
+        return InputError(f"{self.root}: no registered version {version!r} (known versions: {known})")
+
+    def resolve(self, version: str) -> str:
+        """The registered version `version` means: `v0002`, `v0002/`, `./v0002` and `<registry>/v0002` are all v0002.
+
+        Anything else (a path into another folder, an unknown name) is an InputError listing the known versions.
+        """
+        raw = str(version).strip()
+        candidate = Path(raw)
+        name = candidate.name
+        parent = candidate.parent
+        inside = str(parent) in ("", ".") or _same_dir(parent, self.root)
+        if not raw or not _VERSION.match(name) or not inside:
+            raise self._unknown(raw)
+        if not (self.path(name) / INFO_FILE).exists():
+            raise self._unknown(raw)
+        return name
+
     def info(self, version: str) -> dict:
-        path = self.path(version) / INFO_FILE
-        if not path.exists():
-            raise InputError(f"{self.root}: no registered version {version!r} (have {self.versions()})")
-        return json.loads(path.read_text(encoding="utf-8"))
+        name = self.resolve(version)
+        obj = read_json_file(self.path(name) / INFO_FILE)
+        if not isinstance(obj, dict):
+            raise InputError(f"{self.path(name) / INFO_FILE}: expected a JSON object, got {type(obj).__name__}")
+        return obj
 
     def current(self) -> str | None:
+        """The name CURRENT holds (a trailing slash or `./` written by older versions is dropped)."""
         pointer = self.root / CURRENT_FILE
         if not pointer.exists():
             return None
         name = pointer.read_text(encoding="utf-8").strip()
-        return name or None
+        return Path(name).name if name else None
 
     def current_dir(self) -> Path | None:
         name = self.current()
@@ -247,13 +291,22 @@ class Registry:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
     def register(self, staged: Path, info: dict[str, Any]) -> str:
-        """Write registry.json into a complete staged model dir and rename it to the next version name."""
+        """Write registry.json and the file hashes into a complete staged model dir, then rename it to the next version.
+
+        A staged dir saved with a manifest (save_tagger writes one) must still match it:
+        a file that changed between training and registration is refused.
+        """
         if not (staged / "policylens.json").exists() or not (staged / "model.safetensors").exists():
             raise InputError(f"{staged}: not a complete tagger dir; refusing to register it")
+        try:
+            verify_manifest(staged)
+        except InputError as err:
+            raise InputError(f"refusing to register {staged}: {err}") from None
         with self.locked():
             existing = [int(_VERSION.match(p.name).group(1)) for p in self.root.iterdir() if _VERSION.match(p.name)]  # type: ignore[union-attr]
             name = f"v{max(existing, default=0) + 1:04d}"
             write_json(staged / INFO_FILE, {"version": name, "created": utc_timestamp(), **info})
+            write_manifest(staged)  # every file, registry.json included: what `verify` and `promote` compare
             os.rename(staged, self.path(name))  # the one step that makes a version exist
         return name
 
@@ -267,32 +320,45 @@ class Registry:
         with atomic_write(path) as handle:
             handle.write(old + json.dumps(event, ensure_ascii=False) + "\n")
 
-    def promote(self, version: str, note: str = "") -> None:
-        """Point CURRENT at `version` (any registered one: the gate advises, people decide)."""
-        from policylens.tagger.model_dir import TaggerMeta
+    def check(self, version: str) -> list[str]:
+        """check_model_dir on a registered version: [] when it can be served."""
+        return check_model_dir(self.path(self.resolve(version)))
 
+    def _refuse_unservable(self, name: str, action: str) -> None:
+        problems = self.check(name)
+        if problems:
+            raise InputError(f"refusing to {action} {name}: {first_problem(problems)}")
+
+    def promote(self, version: str, note: str = "") -> str:
+        """Point CURRENT at `version` (any registered one that passes check_model_dir: the gate advises,
+        people decide); returns the normalised name."""
+        name = self.resolve(version)
+        self._refuse_unservable(name, "promote")  # outside the lock: it loads the model; versions never change
         with self.locked():
-            self.info(version)
-            TaggerMeta.load(self.path(version))  # fails loudly on a dir that cannot be served
-            self._set_current(version, "promote", self.current(), note)
+            self.resolve(name)
+            self._set_current(name, "promote", self.current(), note)
+        return name
 
     def _stack(self) -> list[str]:
         stack: list[str] = []
         for event in self.history():
             if event["action"] == "promote":
-                stack.append(event["to"])
+                stack.append(Path(str(event["to"]).strip()).name)  # `v0002/` recorded by older versions
             elif event["action"] == "rollback" and stack:
                 stack.pop()
         return stack
 
     def rollback(self) -> str:
-        """Return to the version promoted before the current one; repeated rollbacks go further back."""
+        """Return to the version promoted before the current one; repeated rollbacks go further back.
+
+        The target must pass check_model_dir like a promotion; a broken one is refused
+        (promote a sound version by name instead)."""
         with self.locked():
             stack = self._stack()
             if len(stack) < 2:
                 raise InputError(f"{self.root}: nothing to roll back to (promotion history: {stack})")
-            target = stack[-2]
-            self.info(target)
+            target = self.resolve(stack[-2])
+            self._refuse_unservable(target, "roll back to")
             self._set_current(target, "rollback", stack[-1])
             return target
 
@@ -321,8 +387,12 @@ class Registry:
 
     # -- consistency ----------------------------------------------------------
 
-    def verify(self, clean: bool = False) -> VerifyReport:
-        """Find (and with `clean`, remove) leftovers of killed trainings; flag versions that cannot be served."""
+    def verify(self, clean: bool = False, deep: bool = False) -> VerifyReport:
+        """Find (and with `clean`, remove) leftovers of killed trainings; flag versions that cannot be served.
+
+        deep: also run check_model_dir on every version (file hashes, loading, the smoke set):
+        what `policylens models verify` does; retraining's quick pre-check leaves it off.
+        """
         report = VerifyReport()
         if not self.root.is_dir():
             return report
@@ -339,6 +409,11 @@ class Registry:
                 missing = [f for f in (INFO_FILE, "policylens.json", "model.safetensors") if not (entry / f).exists()]
                 if missing:
                     report.broken.append(f"{entry.name}: missing {', '.join(missing)}")
+                elif deep:
+                    report.broken += [f"{entry.name}: {problem}" for problem in check_model_dir(entry)]
+                    if not (entry / MANIFEST_FILE).exists():
+                        report.notes.append(f"{entry.name}: no {MANIFEST_FILE} (registered before file hashes were "
+                                            "recorded): loaded and smoke-tested only")
         current = self.current()
         if current is not None and current not in self.versions():
             report.broken.append(f"{CURRENT_FILE} names {current!r}, which is not a registered version")

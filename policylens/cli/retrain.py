@@ -31,7 +31,7 @@ def _store(store: Path, taxonomy: Path, silver: bool, base: Optional[list[Path]]
 
 
 def add(
-    files: list[Path] = typer.Argument(..., help="JSON Lines (paragraphs, documents, corrections) or CSV (id,text,labels) files."),
+    files: list[Path] = typer.Argument(..., help="JSON Lines (paragraphs, documents, corrections) or CSV (id,text,labels) files, UTF-8. A folder stands for the .jsonl, .ndjson and .csv files directly inside it (sorted; subfolders are not read)."),
     new_label: Optional[str] = typer.Option(None, "--new-label", help="Add this domain id to the taxonomy first."),
     description: str = typer.Option("", "--description", help="What the new domain covers (and what it does not)."),
     name_zh: Optional[str] = typer.Option(None, "--name-zh", help="Chinese name of the new domain."),
@@ -172,6 +172,7 @@ models = typer.Typer(help="The model registry: list, promote, roll back, verify.
 @models.command("list")
 def list_versions(registry: Path = _REGISTRY) -> None:
     """Registered versions, their gate decisions and which one is current."""
+    from policylens.io import InputError
     from training.registry import Registry
 
     reg = Registry(registry)
@@ -180,7 +181,11 @@ def list_versions(registry: Path = _REGISTRY) -> None:
         typer.echo(f"no versions in {registry}")
         return
     for name in reg.versions():
-        info = reg.info(name)
+        try:
+            info = reg.info(name)
+        except InputError as err:
+            typer.echo(f"{'*' if name == current else ' '} {name}  unreadable: {err}")
+            continue
         test = info.get("metrics", {}).get("new", {}).get("test", {})
         gate = "gate passed" if info.get("gate", {}).get("promote") else "gate refused"
         mark = "*" if name == current else " "
@@ -189,16 +194,18 @@ def list_versions(registry: Path = _REGISTRY) -> None:
 
 
 @models.command("promote")
-def promote(version: str = typer.Argument(..., help="Version to serve, e.g. v0003."), registry: Path = _REGISTRY) -> None:
-    """Point CURRENT at VERSION (atomically); a gate-refused version can be promoted deliberately."""
+def promote(version: str = typer.Argument(..., help="Version to serve, e.g. v0003 (v0003/ or a path to it also works)."),
+            registry: Path = _REGISTRY) -> None:
+    """Point CURRENT at VERSION (atomically) once it passes the model checks (file hashes, loading,
+    smoke-set scores); a gate-refused version can be promoted deliberately, a broken one cannot."""
     from policylens.io import InputError
     from training.registry import Registry
 
     try:
-        Registry(registry).promote(version, note="manual")
+        name = Registry(registry).promote(version, note="manual")
     except InputError as err:
         _fail(str(err))
-    typer.echo(f"CURRENT -> {version}")
+    typer.echo(f"CURRENT -> {name}")
 
 
 @models.command("rollback")
@@ -215,15 +222,20 @@ def rollback(registry: Path = _REGISTRY) -> None:
 
 
 @models.command("verify")
-def verify(registry: Path = _REGISTRY, clean: bool = typer.Option(False, "--clean", help="Remove dead leftovers.")) -> None:
-    """Check the registry: leftovers of killed trainings, unservable versions, a dangling CURRENT."""
+def verify(registry: Path = _REGISTRY, clean: bool = typer.Option(False, "--clean", help="Remove dead leftovers."),
+           quick: bool = typer.Option(False, "--quick", help="Skip the per-version model checks (hashes, loading, "
+                                      "smoke-set scores): only leftovers, missing files and CURRENT.")) -> None:
+    """Check the registry: leftovers of killed trainings, a dangling CURRENT, and every version's files
+    against their recorded sha256, loading and smoke-set scores."""
     from training.registry import Registry
 
-    report = Registry(registry).verify(clean=clean)
+    report = Registry(registry).verify(clean=clean, deep=not quick)
     for path in report.leftovers:
         typer.echo(f"leftover{' (removed)' if clean else ''}: {path}")
     for path in report.in_progress:
         typer.echo(f"in progress: {path}")
+    for note in report.notes:
+        typer.echo(f"note: {note}")
     for problem in report.broken:
         typer.echo(f"broken: {problem}")
     if not report.ok:

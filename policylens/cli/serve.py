@@ -72,6 +72,14 @@ def register(app: typer.Typer) -> None:
         if registry is not None and not registry.exists() and model_dir is None:
             typer.echo(f"error: registry pointer {registry} does not exist", err=True)
             raise typer.Exit(2)
+        from policylens.tagger.integrity import check_model_dir
+        from policylens.tagger.model_dir import follow_pointer
+
+        first = model_dir if model_dir is not None else follow_pointer(registry)
+        problems = check_model_dir(Path(first))
+        if problems:  # refuse before uvicorn starts: its startup would print a traceback
+            typer.echo(f"error: refusing to serve {first}: {problems[0]}", err=True)
+            raise typer.Exit(2)
         if not _is_loopback(host):
             typer.echo(f"warning: binding {host}: the API has no authentication (incl. /v1/admin/reload)", err=True)
 

@@ -9,7 +9,6 @@ paragraph texts are scored once. The ONNX backend and the document view
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -27,10 +26,50 @@ from policylens.encoders.windows import (
     tokenize_windows,
 )
 from policylens.io import InputError
-from policylens.tagger.model_dir import TaggerMeta, follow_pointer, model_version
+from policylens.tagger.model_dir import (
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    TaggerMeta,
+    check_safetensors_header,
+    follow_pointer,
+    model_version,
+    one_line,
+    read_json_file,
+    read_model_config,
+    verify_manifest,
+)
 
 # A scorer maps one padded batch (input_ids, attention_mask) to raw logits [batch, n_labels].
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+# A small built-in smoke set: every load scores it, and `models verify`, `models promote`
+# and the server's hot swap require finite scores in [0, 1] on it (one paragraph long
+# enough to span several windows, so pooling runs too).
+SMOKE_PARAGRAPHS = (
+    "加快推进5G网络和数据中心等新型基础设施建设，扩大千兆光网覆盖范围，推动工业互联网平台在重点行业规模化应用。",
+    "支持专精特新中小企业发展，落实减税降费政策，优化营商环境，降低中小企业融资成本。",
+    "实施绿色制造工程，推动钢铁、建材等重点行业节能降碳改造，确保如期实现碳达峰目标。",
+    (
+        "围绕重点产业链开展强链补链行动，加强关键核心技术攻关，提升产业链供应链韧性和安全水平，"
+        "支持龙头企业带动上下游协同发展，推动集成电路、新能源汽车、生物医药等产业集群建设，"
+        "完善原材料和关键零部件储备保障机制，畅通国内国际双循环。"
+    ),
+)
+
+
+def not_finite_error(model_dir: Path) -> InputError:
+    return InputError(f"{model_dir}: scores are not finite: the weights are corrupt")
+
+
+def score_problems(model_dir: Path, probs: np.ndarray) -> list[str]:
+    """Why calibrated scores cannot come from a sound model: non-finite, or outside [0, 1]."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.size and not np.isfinite(probs).all():
+        return [str(not_finite_error(model_dir))]
+    if probs.size and (probs.min() < 0.0 or probs.max() > 1.0):
+        return [f"{model_dir}: scores outside [0, 1] ({probs.min():.4g} … {probs.max():.4g}): the model is corrupt"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -112,18 +151,24 @@ class WindowTokenizer:
     def __init__(self, model_dir: Path, meta: TaggerMeta) -> None:
         from tokenizers import Tokenizer
 
-        path = model_dir / "tokenizer.json"
+        path = model_dir / TOKENIZER_FILE
         if not path.exists():
             raise InputError(f"{model_dir}: no tokenizer.json (save the tagger with a fast tokenizer)")
-        self._tok = Tokenizer.from_file(str(path))
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as err:  # noqa: BLE001 - the Rust loader raises a bare Exception on a bad file
+            raise InputError(f"{path}: not a valid tokenizer file ({one_line(err)})") from None
         self._tok.no_padding()
         self._tok.enable_truncation(meta.max_length, stride=meta.stride)
         self.prefix = meta.prefix
         config = model_dir / "tokenizer_config.json"
         pad_token = "<pad>"
         if config.exists():
-            pad_token = json.loads(config.read_text(encoding="utf-8")).get("pad_token") or pad_token
-            pad_token = pad_token["content"] if isinstance(pad_token, dict) else pad_token
+            settings = read_json_file(config)
+            if not isinstance(settings, dict):
+                raise InputError(f"{config}: expected a JSON object, got {type(settings).__name__}")
+            pad_token = settings.get("pad_token") or pad_token
+            pad_token = pad_token.get("content", "<pad>") if isinstance(pad_token, dict) else str(pad_token)
         pad_id = self._tok.token_to_id(pad_token)
         self.pad_id = 0 if pad_id is None else pad_id
 
@@ -144,7 +189,10 @@ class Tagger:
     document view); the windowing, pooling, calibration and thresholds stay here.
     """
 
-    def __init__(self, model_dir: str | Path, *, batch_size: int = 8, num_threads: int | None = None) -> None:
+    def __init__(
+        self, model_dir: str | Path, *, batch_size: int = 8, num_threads: int | None = None, check_files: bool = True
+    ) -> None:
+        # check_files=False skips the manifest comparison (integrity.check_model_dir reports it itself)
         # batch_size 8: small batches beat large ones on CPU (cache), measured 8/16/32/64
         self.model_dir = follow_pointer(model_dir)
         self.meta = TaggerMeta.load(self.model_dir)
@@ -158,15 +206,32 @@ class Tagger:
         self._temperature = np.asarray(self.meta.temperature, dtype=np.float32)
         self._windows = WindowTokenizer(self.model_dir, self.meta)
         self._scorer = self._load_scorer()
+        # Files overwritten or truncated since they were recorded are refused, even when they still
+        # parse (random bytes over a tensor load fine); the ONNX backend does not read the safetensors.
+        if check_files:
+            verify_manifest(self.model_dir, skip=(WEIGHTS_FILE,) if getattr(self, "backend", "torch") == "onnx" else ())
+        self.smoke_test()
+
+    def smoke_test(self) -> None:
+        """Score the built-in smoke set; InputError unless every score is finite and in [0, 1]."""
+        problems = score_problems(self.model_dir, self.predict_proba(list(SMOKE_PARAGRAPHS)))
+        if problems:
+            raise InputError(problems[0])
 
     def _load_scorer(self) -> Scorer:
+        if not (self.model_dir / WEIGHTS_FILE).exists():
+            raise InputError(f"{self.model_dir}: no model.safetensors (only safetensors weights are loaded)")
+        read_model_config(self.model_dir)  # a missing or broken config.json, named
+        check_safetensors_header(self.model_dir)  # a truncated or garbage weights file, named
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        if not (self.model_dir / "model.safetensors").exists():
-            raise InputError(f"{self.model_dir}: no model.safetensors (only safetensors weights are loaded)")
         torch.set_num_threads(self.num_threads)
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.model_dir, use_safetensors=True)
+        try:
+            self.model = AutoModelForSequenceClassification.from_pretrained(self.model_dir, use_safetensors=True)
+        except Exception as err:  # noqa: BLE001 - config and weights that parse but do not fit (shapes, fields)
+            raise InputError(f"{self.model_dir}: the model does not load from config.json + model.safetensors "
+                             f"({type(err).__name__}: {one_line(err)})") from None
         self.model.eval()
         return TorchScorer(self.model)
 
@@ -188,6 +253,8 @@ class Tagger:
         unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
         windows, owners = self._windows(list(unique))
         out = score_windows(self._scorer, windows, self._windows.pad_id, len(self.labels), self.batch_size)
+        if not np.isfinite(out).all():  # NaN weights would otherwise come out as NaN scores and arbitrary labels
+            raise not_finite_error(self.model_dir)
         return pool_windows(out, owners, len(unique), self.meta.pooling)[inverse.reshape(-1)]
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
