@@ -44,13 +44,33 @@ __all__ = [
     "Summarizer",
     "Summary",
     "SummarySentence",
+    "check_domain",
     "domain_coverage",
+    "known_domains",
     "select",
     "structure_prior",
     "summarize",
 ]
 
 METHODS = ("auto", "trained", "textrank", "lead")
+
+
+def known_domains(tagger_dir: str | Path | None = None) -> list[str]:
+    """The domain ids a `domain=` may name: the tagger's taxonomy (it labels the paragraphs) when
+    one is given, else the project taxonomy (data/taxonomy.json). Never a hard-coded list."""
+    if tagger_dir is not None:
+        from policylens.tagger.model_dir import TaggerMeta, resolve_model_dir
+
+        return list(TaggerMeta.load(resolve_model_dir(tagger_dir)).taxonomy.ids)
+    from policylens.taxonomy import Taxonomy
+
+    return list(Taxonomy.load().ids)
+
+
+def check_domain(domain: str, known: Sequence[str]) -> None:
+    """ValueError "unknown domain 'x'; known: 5g, sme, ..." unless `domain` is one of `known`."""
+    if domain not in known:
+        raise ValueError(f"unknown domain {domain!r}; known: {', '.join(known)}")
 
 
 @dataclass(frozen=True)
@@ -201,6 +221,12 @@ class Summarizer:
         return 0.5 * hits + 0.5 * minmax((embeddings @ query).astype(np.float32))
 
     def _label(self, domain: str) -> Any:
+        taxonomy = self._load_taxonomy()
+        if not taxonomy or domain not in taxonomy:
+            return None
+        return taxonomy.labels[taxonomy.index(domain)]
+
+    def _load_taxonomy(self) -> Any:
         if self._taxonomy is None:
             from policylens.taxonomy import Taxonomy
 
@@ -208,9 +234,16 @@ class Summarizer:
                 self._taxonomy = Taxonomy.load()
             except Exception:  # no taxonomy file: domain summaries fall back to paragraph labels alone
                 self._taxonomy = False
-        if not self._taxonomy or domain not in self._taxonomy:
-            return None
-        return self._taxonomy.labels[self._taxonomy.index(domain)]
+        return self._taxonomy
+
+    def known_domains(self) -> list[str] | None:
+        """Domain ids this summariser can summarise for: the loaded tagger's labels, else the
+        project taxonomy's; None when neither is available (nothing to check against)."""
+        labels = getattr(self.tagger, "labels", None)
+        if labels:
+            return list(labels)
+        taxonomy = self._load_taxonomy()
+        return list(taxonomy.ids) if taxonomy else None
 
     def _labels(self, document: Document, paragraph_labels: Mapping[str, Sequence[str]] | None,
                 need: bool) -> Mapping[str, Sequence[str]] | None:
@@ -232,7 +265,12 @@ class Summarizer:
 
         paragraph_labels: paragraph id -> domain labels; computed by the tagger when
         one was loaded and labels are needed. generator: a local dir / hub id /
-        loaded AbstractiveGenerator for abstractive mode (extractive on failure)."""
+        loaded AbstractiveGenerator for abstractive mode (extractive on failure).
+        An unknown `domain` (not in the tagger's or the project's taxonomy) raises ValueError."""
+        if domain is not None and paragraph_labels is None:
+            known = self.known_domains()
+            if known is not None:
+                check_domain(domain, known)
         if not document.paragraphs:
             segment(document)
         method, notes = self._method(method)

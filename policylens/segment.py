@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from policylens.chinese import normalize
 from policylens.document import Document, Paragraph
+from policylens.ingest.base import has_text
 
 # Numbered headings, outermost level first. A line only counts as a heading
 # when it is also short and has no sentence-final punctuation (see _is_heading).
@@ -170,7 +171,8 @@ def segment(document: Document, config: SegmentConfig | None = None) -> list[Par
         (start, end, normalize(text[start:end]))
         for start, end in _lines(text)
     ]
-    lines = [line for line in lines if line[2]]  # nothing left after normalising (e.g. a lone U+2002)
+    # nothing left after normalising (a lone U+2002, zero-width joiners): not a paragraph
+    lines = [line for line in lines if has_text(line[2])]
     if config.drop_boilerplate:
         lines = [line for line in lines if not is_boilerplate(line[2])]
 

@@ -293,6 +293,8 @@ def run_batch(
         part.close()
         if tmp_dir is not None:
             tmp_dir.cleanup()
+        elif not part.index and part.path.exists() and part.path.stat().st_size == 0:
+            part.path.unlink(missing_ok=True)  # a run that failed before its first record leaves no empty .part
     if config.out is not None:
         part.path.unlink(missing_ok=True)  # merged: the output now holds everything
     report.seconds = time.time() - started

@@ -33,7 +33,11 @@ def segment(
     max_chars: int = typer.Option(400, help="Cut longer paragraphs at sentence ends."),
     text_field: str = typer.Option("text", help="Text field of JSON Lines inputs."),
 ) -> None:
-    """Read documents and split them into labelled-ready paragraphs."""
+    """Read documents and split them into labelled-ready paragraphs.
+
+    Unreadable inputs (undecodable, empty or blank after normalisation, symlink loops, FIFOs and other
+    non-regular files) are skipped with a reason; the exit status is 1 when no paragraph came out.
+    """
     from policylens.ingest import IngestError, iter_inputs
     from policylens.io import atomic_write, read_jsonl
     from policylens.paths import SEED_ANNOTATIONS_PATH
@@ -62,7 +66,9 @@ def segment(
             if table:
                 console.print(_paragraph_table(item, known))
     console.print(f"{n_docs} documents, {n_paragraphs} paragraphs, {n_errors} skipped")
-    if n_docs == 0:
+    if n_docs == 0 or n_paragraphs == 0:
+        if n_docs:
+            err_console.print("[red]error:[/red] no document produced a paragraph")
         raise typer.Exit(1)
 
 
@@ -73,10 +79,13 @@ def export(
     limit: int = typer.Option(5, help="Documents per source (or in all, without --source)."),
 ) -> None:
     """Write documents of a JSON Lines corpus as a folder of text files (e.g. an inbox for `tag`)."""
+    from policylens.ingest import check_regular_file
     from policylens.io import InputError, atomic_write, read_jsonl
 
     counts: dict[str, int] = {}
     try:
+        if corpus.exists() or corpus.is_symlink():
+            check_regular_file(corpus)  # a folder, FIFO or symlink loop: say so instead of hanging or a traceback
         for lineno, row in read_jsonl(corpus):
             key = str(row.get("source")) if source else "*"
             if (source and key not in source) or counts.get(key, 0) >= limit or not row.get("text"):
@@ -87,6 +96,8 @@ def export(
                 handle.write(row["text"])
     except InputError as err:
         fail(str(err))
+    except UnicodeDecodeError as err:  # read_jsonl decodes as it goes: name the file here
+        fail(f"{corpus}: not UTF-8 (byte 0x{err.object[err.start]:02x}); JSON Lines must be UTF-8")
     console.print(f"wrote {sum(counts.values())} documents to {out}")
 
 

@@ -47,7 +47,7 @@ def _render(summary, document, show_sections: bool) -> None:
 
 def summarize_command(
     inputs: list[str] = typer.Argument(..., help="Files, folders, globs, JSON Lines corpora, or - for stdin."),
-    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="Summarise only what the document says about this domain (5g, sme, carbon, supply_chain); needs --model."),
+    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="Summarise only what the document says about this domain (an id of the tagger's taxonomy, e.g. 5g, sme, carbon, supply_chain); needs --model. An unknown id exits 2 and lists the known ones."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Paragraph tagger dir: enables --domain and the domain coverage line."),
     method: str = typer.Option("auto", help="auto (trained scorer if models/summarizer exists, else textrank), trained, textrank, lead."),
     max_chars: Optional[int] = typer.Option(None, help="Length budget in characters (default: ~6% of the text, 120-500)."),
@@ -61,7 +61,7 @@ def summarize_command(
     """Summarise documents: extracted sentences with paragraph ids and character offsets."""
     from transformers.utils import logging as hf_logging
 
-    from inference.summarize import METHODS, Summarizer
+    from inference.summarize import METHODS, Summarizer, check_domain, known_domains
     from policylens.ingest import IngestError, iter_inputs
     from policylens.io import InputError
 
@@ -70,6 +70,14 @@ def summarize_command(
     if method not in METHODS:
         err_console.print(f"[red]error:[/red] --method must be one of {', '.join(METHODS)}")
         raise typer.Exit(2)
+    if domain is not None:
+        try:  # before any model loads: the tagger's taxonomy (or the project's) says which domains exist
+            check_domain(domain, known_domains(model))
+        except (InputError, ValueError, OSError, KeyError) as err:
+            from rich.markup import escape
+
+            err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
     if domain is not None and model is None:
         err_console.print("[red]error:[/red] --domain needs a paragraph tagger: pass --model TAGGER_DIR")
         raise typer.Exit(2)

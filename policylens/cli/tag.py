@@ -27,7 +27,12 @@ def tag(
     id_field: str = typer.Option("doc_id", help="Id field of JSON Lines inputs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
-    """Tag every paragraph of many documents; write JSON Lines, CSV, Markdown or HTML."""
+    """Tag every paragraph of many documents; write JSON Lines, CSV, Markdown or HTML.
+
+    Unreadable inputs (undecodable, blank after normalisation, symlink loops, FIFOs and other
+    non-regular files) become error records and the run goes on; the exit status is 1 when no
+    document (or, with nothing resumed, no paragraph) came out.
+    """
     from rich.console import Console
 
     from inference.batch import BatchConfig, run_batch
@@ -49,7 +54,7 @@ def tag(
         err.print(f"[yellow]interrupted[/yellow]{hint}", highlight=False)
         raise typer.Exit(130) from None
     err.print(report.line(), markup=False, highlight=False)
-    if report.documents == 0:
+    if report.documents == 0 or (report.resumed == 0 and report.paragraphs == 0):
         raise typer.Exit(1)
 
 

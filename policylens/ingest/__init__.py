@@ -8,22 +8,25 @@ file in a folder of hundreds never stops the run.
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import io
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 from policylens.document import Document
-from policylens.ingest.base import Extracted, IngestError
+from policylens.ingest.base import NO_TEXT, Extracted, IngestError, has_text
 from policylens.ingest.encoding import decode_bytes
 from policylens.ingest.reflow import unwrap
 
-__all__ = ["IngestError", "SUPPORTED_SUFFIXES", "decode_bytes", "iter_file", "iter_inputs", "read_file"]
+__all__ = ["IngestError", "NO_TEXT", "SUPPORTED_SUFFIXES", "check_regular_file", "decode_bytes", "has_text", "iter_file",
+           "iter_inputs", "read_file"]
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".text"})
 HTML_SUFFIXES = frozenset({".html", ".htm", ".shtml"})
@@ -57,14 +60,15 @@ def iter_file(path: str | Path, *, text_field: str = "text", id_field: str = "do
     """Documents of one file (several for JSONL), or IngestErrors; never raises for bad content."""
     path = Path(path)
     try:
-        if path.is_dir():
-            yield IngestError(path, "is a directory")
-            return
+        check_regular_file(path)  # before any open(): opening a FIFO blocks forever
         if path.suffix.lower() in JSONL_SUFFIXES:
             yield from _read_json_file(path, text_field, id_field, title_field)
             return
         data = path.read_bytes()
-        yield _document(path, _extract(path, data))
+        extracted = _extract(path, data)
+        if not has_text(extracted.text):
+            raise IngestError(path, NO_TEXT)
+        yield _document(path, extracted)
     except IngestError as err:
         yield err
     except FileNotFoundError:
@@ -120,11 +124,36 @@ def _read_paths(raw: str | Path, recursive: bool, seen: set[Path],
         yield IngestError(raw, "no such file or directory")
         return
     for file in files:
-        key = file.resolve()
+        try:
+            key = file.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: iter_file reports it against the file
+            key = Path(os.path.abspath(file))
         if key in seen:
             continue
         seen.add(key)
         yield from iter_file(file, **options)
+
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"))
+
+
+def check_regular_file(path: str | Path) -> None:
+    """Raise IngestError unless `path` (after symlinks) is a regular file: symlink loops, broken
+    symlinks, folders, FIFOs, sockets and devices are named as such and never opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise IngestError(path, "symlink loop (too many levels of symbolic links)") from None
+        if err.errno == errno.ENOENT and os.path.islink(path):
+            raise IngestError(path, "broken symlink (its target does not exist)") from None
+        raise
+    if stat.S_ISDIR(mode):
+        raise IngestError(path, "is a directory")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+        raise IngestError(path, f"not a regular file ({kind}); skipped without reading it")
 
 
 def _wanted(path: Path) -> bool:
@@ -237,6 +266,8 @@ def _read_stdin(stream: IO[bytes] | None, *, text_field: str, id_field: str,
         return
     try:
         extracted = _plain(*decode_bytes(data, "<stdin>"))
+        if not has_text(extracted.text):
+            raise IngestError("<stdin>", NO_TEXT)
     except IngestError as err:
         yield err
         return

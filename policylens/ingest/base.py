@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from policylens.io import InputError
+
+# Unicode categories that carry no text: spaces (incl. U+3000), line/paragraph separators,
+# controls, and format characters (zero-width space/joiners U+200B-U+200D, U+2060, BOM).
+BLANK_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
+NO_TEXT = "no text after normalisation (only spaces or invisible characters)"
+
+
+def has_text(text: str) -> bool:
+    """True when `text` holds at least one visible character (what segmentation can make a paragraph of)."""
+    return any(unicodedata.category(ch) not in BLANK_CATEGORIES for ch in text)
 
 
 class IngestError(InputError):

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from policylens.document import Document
-from policylens.ingest.base import IngestError
+from policylens.ingest.base import NO_TEXT, IngestError, has_text
 from policylens.ingest.reflow import unwrap
 
 
@@ -26,7 +26,8 @@ def iter_jsonl(lines: Iterable[bytes], source: str, stem: str, *, text_field: st
         try:
             row = json.loads(raw.decode("utf-8").strip())
         except UnicodeDecodeError as err:
-            yield IngestError(source, f"not UTF-8 (byte {err.start}); JSON Lines must be UTF-8", lineno)
+            yield IngestError(source, f"not UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                              "JSON Lines must be UTF-8", lineno)
             continue
         except json.JSONDecodeError as err:
             yield IngestError(source, f"not valid JSON ({err.msg} at column {err.colno})", lineno)
@@ -47,6 +48,8 @@ def _row_document(row: dict[str, Any], source: str, stem: str, lineno: int, text
     text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         return IngestError(source, f"{text_field!r} is empty", lineno)
+    if not has_text(text):
+        return IngestError(source, f"{text_field!r}: {NO_TEXT}", lineno)
     doc_id = row.get(id_field)
     doc_id = str(doc_id).strip() if isinstance(doc_id, (str, int)) and not isinstance(doc_id, bool) else ""
     title = row.get(title_field)
