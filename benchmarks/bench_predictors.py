@@ -3,7 +3,9 @@
 Same real paragraphs for all (the first documents of CORPUS_PATH, segmented,
 until N body paragraphs), each predictor in a fresh subprocess so peak RSS is
 its own, the same thread count for all. Prints a table; also reports test-split
-macro-F1 per predictor (calibrated, stored thresholds) and max |Δprob| vs torch.
+macro-F1 per predictor (calibrated, stored thresholds), max |Δprob| vs torch, and
+max |Δprob| between scoring the first 32 paragraphs alone and in the timed batches
+(0 for a batch-independent predictor: the ONNX model is statically quantised).
 
     python -m benchmarks.bench_predictors [--model models/taggers/default] [--n 2000] [--threads 2]
 """
@@ -28,7 +30,7 @@ PREDICTORS = ("naive", "torch", "onnx")
 LABELS = {
     "naive": 'transformers.pipeline("text-classification"), one paragraph per call',
     "torch": "Predictor(backend=torch)",
-    "onnx": "Predictor(backend=onnx), int8",
+    "onnx": "Predictor(backend=onnx), static int8",
 }
 
 
@@ -101,6 +103,8 @@ def worker(name: str, model_dir: str, texts_path: Path, threads: int, batch_size
     result = {"name": name, "n": len(texts), "threads": threads, "load_s": load_s, "run_s": run_s,
               "per_s": len(texts) / run_s, "peak_rss_mb": _peak_rss_mb()}
     np.save(out.with_suffix(".npy"), probs)
+    alone = np.stack([predictor.predict_proba([text])[0] for text in texts[:32]])
+    result["batch_vs_alone"] = float(np.abs(alone - probs[: len(alone)]).max()) if len(alone) else 0.0
     if f1:
         from inference.onnx_backend import load_test_split
         from policylens.metrics.multilabel import macro_f1
@@ -116,14 +120,15 @@ def worker(name: str, model_dir: str, texts_path: Path, threads: int, batch_size
 
 def _table(results: list[dict], reference: np.ndarray | None, probs: dict[str, np.ndarray]) -> str:
     naive = next((r for r in results if r["name"] == "naive"), None)
-    header = ["predictor", "load s", "paragraphs/s", "x naive", "peak RSS MB", "test macro-F1", "max |Δp| vs torch"]
+    header = ["predictor", "load s", "paragraphs/s", "x naive", "peak RSS MB", "test macro-F1", "max |Δp| vs torch",
+              "max |Δp| batch vs alone"]
     rows = []
     for r in results:
         speedup = f"{r['per_s'] / naive['per_s']:.1f}x" if naive else "-"
         delta = f"{np.abs(probs[r['name']] - reference).max():.4f}" if reference is not None else "-"
         f1 = f"{r['test_macro_f1']:.4f}" if "test_macro_f1" in r else "-"
         rows.append([LABELS[r["name"]], f"{r['load_s']:.1f}", f"{r['per_s']:.1f}", speedup,
-                     f"{r['peak_rss_mb']:.0f}", f1, delta])
+                     f"{r['peak_rss_mb']:.0f}", f1, delta, f"{r.get('batch_vs_alone', float('nan')):.1e}"])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])

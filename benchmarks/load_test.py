@@ -1,4 +1,5 @@
-"""Load test for the HTTP API: throughput and latency at 1, 8 and 32 concurrent clients.
+"""Load test for the HTTP API: throughput and latency at 1, 8, 32 and 64 concurrent clients,
+next to the batch path's throughput on the same paragraphs.
 
 Starts `uvicorn inference.server.app:create_app_from_env` as a subprocess on
 127.0.0.1 (a free port; loopback only), sends real paragraphs segmented from a
@@ -7,7 +8,14 @@ stored), and prints one row per concurrency level. Every level is bounded by
 `--duration` seconds and `--requests` requests per client, whichever comes
 first, and the server is always stopped, so the script ends by itself.
 
-    python -m benchmarks.load_test [--model models/taggers/default] [--clients 1,8,32] [--duration 20]
+Before the server starts, the same paragraphs are tagged in one batch by a fresh
+process (Predictor.predict, the model's default backend and the same thread count:
+what `policylens tag` runs), and each level's paragraphs/s is shown as a share of it.
+
+The server's tuning knobs are flags: --max-batch, --max-wait-ms, --threads,
+--request-timeout (each sets the POLICYLENS_SERVE_* variable the server reads).
+
+    python -m benchmarks.load_test [--model models/taggers/default] [--clients 1,8,32,64] [--duration 20]
 """
 
 from __future__ import annotations
@@ -89,7 +97,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model: Path, port: int, max_batch: int, max_wait_ms: float, log_path: Path) -> subprocess.Popen:
+def start_server(
+    model: Path, port: int, max_batch: int, max_wait_ms: float, log_path: Path,
+    threads: int | None = None, request_timeout_s: float | None = None,
+) -> subprocess.Popen:
     env = os.environ | {
         "POLICYLENS_SERVE_MODEL": str(model.resolve()),
         "POLICYLENS_SERVE_MAX_BATCH": str(max_batch),
@@ -98,6 +109,10 @@ def start_server(model: Path, port: int, max_batch: int, max_wait_ms: float, log
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
+    if threads:
+        env["POLICYLENS_SERVE_THREADS"] = str(threads)
+    if request_timeout_s is not None:
+        env["POLICYLENS_SERVE_REQUEST_TIMEOUT_S"] = str(request_timeout_s)
     command = [
         sys.executable, "-m", "uvicorn", "inference.server.app:create_app_from_env", "--factory",
         "--host", HOST, "--port", str(port), "--log-level", "warning", "--no-access-log",
@@ -131,6 +146,37 @@ def stop_server(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+_BATCH_CODE = """
+import json, sys, time
+from inference.predictor import Predictor
+args = json.loads(sys.argv[1])
+paragraphs = json.loads(open(args["paragraphs"], encoding="utf-8").read())
+predictor = Predictor(args["model"], num_threads=args["threads"], summarizer=None)
+predictor.predict(paragraphs[:8])  # first calls allocate, as the server's warm-up does
+started = time.perf_counter()
+predictor.predict(paragraphs)
+seconds = time.perf_counter() - started
+print(json.dumps({"backend": predictor.backend, "threads": predictor.num_threads, "seconds": seconds,
+                  "paragraphs": len(paragraphs), "per_s": len(paragraphs) / seconds}))
+"""
+
+
+def batch_throughput(model: Path, paragraphs: list[str], threads: int | None, tmp: Path) -> dict:
+    """Paragraphs/s of one Predictor.predict call over all `paragraphs`, in a fresh process
+    (the model's default backend, as `policylens tag` and the server use)."""
+    import json
+
+    path = tmp / "paragraphs.json"
+    path.write_text(json.dumps(paragraphs, ensure_ascii=False), encoding="utf-8")
+    arg = json.dumps({"model": str(model.resolve()), "threads": threads, "paragraphs": str(path)})
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run([sys.executable, "-c", _BATCH_CODE, arg], cwd=REPO_ROOT, env=env, check=False,
+                            capture_output=True, text=True, timeout=3600)
+    if result.returncode != 0:
+        raise SystemExit(f"batch baseline failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -180,12 +226,14 @@ async def run_level(url: str, clients: int, bodies: list[dict], duration: float,
     )
 
 
-def format_table(rows: list[LevelResult]) -> str:
-    header = f"{'clients':>7} {'requests':>8} {'req/s':>8} {'para/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'errors':>6} {'batch':>6}"
+def format_table(rows: list[LevelResult], batch_per_s: float | None = None) -> str:
+    header = (f"{'clients':>7} {'requests':>8} {'req/s':>8} {'para/s':>8} {'vs batch':>8} {'p50 ms':>8} "
+              f"{'p95 ms':>8} {'errors':>6} {'batch':>6}")
     lines = [header, "-" * len(header)]
     for r in rows:
+        share = f"{r.par_per_s / batch_per_s:>8.0%}" if batch_per_s else f"{'-':>8}"
         lines.append(
-            f"{r.clients:>7} {r.requests:>8} {r.req_per_s:>8.2f} {r.par_per_s:>8.1f} "
+            f"{r.clients:>7} {r.requests:>8} {r.req_per_s:>8.2f} {r.par_per_s:>8.1f} {share} "
             f"{r.p50_ms:>8.0f} {r.p95_ms:>8.0f} {r.errors:>6} {r.mean_batch:>6.1f}"
         )
     return "\n".join(lines)
@@ -196,7 +244,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=TAGGER_DIR, help="tagger directory")
     parser.add_argument("--corpus", type=Path, default=CORPUS_PATH, help="JSON Lines documents (text field)")
     parser.add_argument("--docs", type=int, default=12, help="documents to segment for request paragraphs")
-    parser.add_argument("--clients", default="1,8,32", help="comma-separated concurrency levels")
+    parser.add_argument("--clients", default="1,8,32,64", help="comma-separated concurrency levels")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per level at most")
     parser.add_argument("--requests", type=int, default=50, help="requests per client per level at most")
     parser.add_argument("--paragraphs", type=int, default=4, help="paragraphs per request")
@@ -204,6 +252,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-wait-ms", type=float, default=DEFAULT_LIMITS.max_wait_ms, help="server micro-batch wait"
     )
+    parser.add_argument("--threads", type=int, default=None,
+                        help="model threads, server and batch baseline alike [default: the server's own]")
+    parser.add_argument("--request-timeout", type=float, default=None,
+                        help=f"server time limit per request, s [default {DEFAULT_LIMITS.request_timeout_s:g}]")
+    parser.add_argument("--no-batch-baseline", action="store_true", help="skip the batch throughput reference")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     return parser.parse_args(argv)
 
@@ -219,8 +272,18 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     url = f"http://{HOST}:{port}"
     with tempfile.TemporaryDirectory(prefix="policylens-load-") as tmp:
+        batch = None
+        if not args.no_batch_baseline:
+            # the paragraphs the clients send (each level walks the same bodies)
+            sent = [p for body in bodies for p in body["paragraphs"]]
+            batch = batch_throughput(args.model, sent, args.threads, Path(tmp))
+            print(f"batch: {batch['paragraphs']} paragraphs in {batch['seconds']:.1f}s = {batch['per_s']:.1f} "
+                  f"paragraphs/s (Predictor.predict, backend {batch['backend']}, {batch['threads']} threads)",
+                  flush=True)
+        batch_per_s = batch["per_s"] if batch else None
         log_path = Path(tmp) / "server.log"
-        process = start_server(args.model, port, args.max_batch, args.max_wait_ms, log_path)
+        process = start_server(args.model, port, args.max_batch, args.max_wait_ms, log_path,
+                               threads=args.threads, request_timeout_s=args.request_timeout)
         try:
             version = wait_ready(url, process, args.startup_timeout, log_path)
             print(f"model {version} from {args.model}; {len(paragraphs)} paragraphs from {args.docs} documents, "
@@ -232,11 +295,11 @@ def main(argv: list[str] | None = None) -> int:
                 budget = args.duration + 180  # a request in flight at the deadline may still finish
                 rows.append(asyncio.run(asyncio.wait_for(
                     run_level(url, clients, bodies, args.duration, args.requests), budget)))
-                print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+                print(format_table(rows[-1:], batch_per_s).splitlines()[-1], flush=True)
         finally:
             stop_server(process)
-    print("\nsummary")
-    print(format_table(rows))
+    print("\nsummary" + (f" (batch: {batch_per_s:.1f} paragraphs/s on the same paragraphs)" if batch_per_s else ""))
+    print(format_table(rows, batch_per_s))
     return 1 if any(r.errors for r in rows) else 0
 
 

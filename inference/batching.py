@@ -11,13 +11,20 @@ runs out, runs the model in a worker thread (`run_in_executor`, so the event
 loop keeps accepting requests), then resolves each job's future with its own
 slice. A request is never split across batches, so all of its results come
 from one model, and the results are in the order the items were sent.
+
+Abandoned work is dropped, not run: a caller that gives up (its `submit` is
+cancelled, its `timeout` runs out, or `client_gone` reports its client went away)
+cancels its job's future, and a job whose future is done is skipped when a batch
+is assembled and again just before the batch runs. Only a batch already inside
+the model finishes (its results are discarded), so the work a later request can
+wait behind is at most one batch of `max_batch` units.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, TypeVar
@@ -40,6 +47,18 @@ class BatcherClosed(RuntimeError):
     """The batcher was stopped (server shutting down) before the job ran."""
 
 
+class RequestTimeout(RuntimeError):
+    """The caller's time limit ran out before its results were ready; its queued work was dropped."""
+
+    def __init__(self, message: str, timeout_s: float) -> None:
+        super().__init__(message)
+        self.timeout_s = timeout_s
+
+
+class ClientDisconnected(RuntimeError):
+    """The caller's client went away before its results were ready; its queued work was dropped."""
+
+
 @dataclass
 class BatcherStats:
     """Counters for tests, /v1/stats and the load test (mutated on the event loop only)."""
@@ -53,6 +72,10 @@ class BatcherStats:
     max_items_in_batch: int = 0
     failed_batches: int = 0
     rejected: int = 0  # jobs refused because the queue was full
+    timed_out: int = 0  # jobs whose caller's time limit ran out
+    disconnected: int = 0  # jobs whose client went away
+    abandoned: int = 0  # jobs given up by their caller (timeout, disconnect, cancellation) before resolving
+    dropped_items: int = 0  # items of abandoned jobs that never reached the model
 
     def to_dict(self) -> dict[str, Any]:
         row = asdict(self)
@@ -65,6 +88,8 @@ class _Job(Generic[I]):
     items: list[I]
     cost: int
     future: asyncio.Future = field(repr=False)
+    queued: bool = True  # its cost still counts in the batcher's queued units
+    ran: bool = False  # handed to the model (an abandoned job that ran is not "dropped")
 
 
 class MicroBatcher(Generic[I, R, M]):
@@ -141,8 +166,23 @@ class MicroBatcher(Generic[I, R, M]):
 
     # -- submitting --------------------------------------------------------
 
-    async def submit(self, items: Sequence[I]) -> tuple[M, list[R]]:
-        """Results for `items` (in order) and the model that produced them."""
+    async def submit(
+        self,
+        items: Sequence[I],
+        *,
+        timeout: float | None = None,
+        client_gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> tuple[M, list[R]]:
+        """Results for `items` (in order) and the model that produced them.
+
+        timeout: seconds this call may take in all (queue + model); then RequestTimeout.
+        client_gone: makes an awaitable that completes when the caller's client goes
+            away (an HTTP server: the ASGI disconnect message); then ClientDisconnected.
+        Either way, and when this coroutine is cancelled, the job is dropped: its
+        items never reach the model unless their batch is already running.
+        """
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         if self._queue is None or self._closed:
             raise BatcherClosed(f"{self.name} is not running")
         items = list(items)
@@ -157,7 +197,51 @@ class MicroBatcher(Generic[I, R, M]):
         self.stats.items += len(items)
         self._queued_cost += cost
         self._queue.put_nowait(job)
-        return await job.future
+        try:
+            return await self._wait(job, timeout, client_gone)
+        finally:
+            if not job.future.done():  # timed out, client gone or cancelled: drop the job
+                job.future.cancel()
+            if job.future.cancelled():
+                self._abandon(job)
+
+    async def _wait(
+        self, job: _Job, timeout: float | None, client_gone: Callable[[], Awaitable[object]] | None
+    ) -> tuple[M, list[R]]:
+        if timeout is None and client_gone is None:
+            return await job.future  # cancelling the caller cancels the future too
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        watch = None if client_gone is None else asyncio.ensure_future(client_gone())
+        try:
+            while deadline is None or loop.time() < deadline:
+                waiting = [job.future] if watch is None else [job.future, watch]
+                remaining = None if deadline is None else deadline - loop.time()
+                # asyncio.wait, unlike wait_for, leaves the future alone when the wait runs out
+                await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if job.future.done():
+                    return job.future.result()
+                if watch is not None and watch.done():
+                    error = None if watch.cancelled() else watch.exception()
+                    if error is None:
+                        self.stats.disconnected += 1
+                        raise ClientDisconnected(f"{self.name}: the client disconnected")
+                    log.warning("%s: watching the client failed (%s); waiting without it", self.name, error)
+                    watch = None
+        finally:
+            if watch is not None and not watch.done():
+                watch.cancel()
+        self.stats.timed_out += 1
+        raise RequestTimeout(f"{self.name}: no result within {timeout:g} s", float(timeout or 0))
+
+    def _abandon(self, job: _Job) -> None:
+        """Book-keeping for a job its caller gave up: its units leave the queue count at once."""
+        self.stats.abandoned += 1
+        if job.queued:
+            job.queued = False
+            self._queued_cost -= job.cost
+        if not job.ran:
+            self.stats.dropped_items += len(job.items)
 
     def _run_list(self, items: list[I]) -> tuple[M, list[R]]:
         model, results = self._run(items)
@@ -183,8 +267,10 @@ class MicroBatcher(Generic[I, R, M]):
                     job = await asyncio.wait_for(self._queue.get(), remaining)
                 except asyncio.TimeoutError:
                     return None
-            self._queued_cost -= job.cost
-            if not job.future.done():  # a client that went away cancels its future
+            if job.queued:
+                job.queued = False
+                self._queued_cost -= job.cost
+            if not job.future.done():  # a caller that went away cancelled its future: skip it
                 return job
 
     async def _collect(self) -> None:
@@ -211,6 +297,12 @@ class MicroBatcher(Generic[I, R, M]):
             self._taken = [carry] if carry else []
 
     async def _run_batch(self, batch: list[_Job]) -> None:
+        # a caller may have given up while the batch was being assembled: drop its job
+        batch = [job for job in batch if not job.future.done()]
+        if not batch:
+            return
+        for job in batch:
+            job.ran = True
         items = [item for job in batch for item in job.items]
         try:
             model, results = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_list, items)

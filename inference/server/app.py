@@ -11,6 +11,7 @@ micro-batching and hot swap) and limits.py (ServerLimits, every limit's default)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -22,10 +23,17 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from inference.batching import BatcherClosed, MicroBatcher, Overloaded
+from inference.batching import (
+    BatcherClosed,
+    ClientDisconnected,
+    MicroBatcher,
+    Overloaded,
+    RequestTimeout,
+)
 from inference.server.errors import (
     ERROR_RESPONSES,
     ApiError,
+    BodyGuard,
     check_limits,
     install_error_handlers,
 )
@@ -54,7 +62,8 @@ _DESCRIPTION = (
     "(multi-label, none allowed) and analyses whole documents, fully offline.\n\n"
     "Concurrent requests are micro-batched into shared model calls; every response names "
     "the `model_version` that produced it (also in the `X-Model-Version` header). "
-    "Size limits answer 413, malformed bodies 422; error bodies carry a one-line `message` "
+    "Size limits answer 413, malformed bodies 422, a body that is not UTF-8 or nested too deep 400, "
+    "a Content-Type other than application/json 415; error bodies carry a one-line `message` "
     "naming the item and a `detail` list."
 )
 
@@ -69,10 +78,31 @@ def _serving(request: Request) -> LoadedModel:
     return model
 
 
-async def _submit(batcher: MicroBatcher, items: list[Any]) -> tuple[LoadedModel, list[Any]]:
-    """Run `items` through a batcher; its failures become error bodies (503 retryable, 500 model error)."""
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects: its body is read, so the next ASGI message is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.1)  # not expected after the body; never spin
+
+
+async def _submit(
+    batcher: MicroBatcher, items: list[Any], request: Request | None = None, limits: ServerLimits = DEFAULT_LIMITS
+) -> tuple[LoadedModel, list[Any]]:
+    """Run `items` through a batcher; its failures become error bodies (503 retryable, 500 model error).
+
+    The request's queued work is dropped when its client disconnects or its time limit
+    (limits.request_timeout_s) runs out; the latter answers 503 with Retry-After.
+    """
     try:
-        return await batcher.submit(items)
+        return await batcher.submit(
+            items, timeout=limits.request_timeout_s or None,
+            client_gone=(lambda: _client_gone(request)) if request is not None else None,
+        )
+    except RequestTimeout as err:
+        raise ApiError(503, [{"loc": [], "type": "timeout",
+                              "msg": f"no result within the server's limit of {err.timeout_s:g} s; retry later"}],
+                       headers={"Retry-After": str(limits.retry_after_s)}) from None
+    except ClientDisconnected as err:  # nobody reads this answer; 499 as in nginx's logs
+        raise ApiError(499, [{"loc": [], "type": "client_disconnected", "msg": str(err)}]) from None
     except Overloaded as err:
         raise ApiError(503, [{"loc": [], "type": "overloaded", "msg": f"server busy ({err}); retry shortly"}],
                        headers={"Retry-After": "1"}) from None
@@ -127,7 +157,7 @@ def _add_tagging_routes(app: FastAPI, limits: ServerLimits) -> None:
         """Labels and calibrated scores for each paragraph, in input order."""
         check_limits("paragraphs", body.paragraphs, max_items=limits.max_batch, max_chars=limits.max_chars,
                      max_total=limits.max_total_chars)
-        model, results = await _submit(_service(request).tag_batcher, body.paragraphs)
+        model, results = await _submit(_service(request).tag_batcher, body.paragraphs, request, limits)
         response.headers["X-Model-Version"] = model.version
         return TagResponse(
             model_version=model.version,
@@ -141,7 +171,7 @@ def _add_tagging_routes(app: FastAPI, limits: ServerLimits) -> None:
         check_limits("documents", [d.text for d in body.documents], max_items=limits.max_documents,
                      max_chars=limits.max_chars, max_total=limits.max_total_chars, text_field="text")
         documents = [Document(id=d.id, text=d.text, title=d.title, source="api") for d in body.documents]
-        model, analyses = await _submit(_service(request).analyze_batcher, documents)
+        model, analyses = await _submit(_service(request).analyze_batcher, documents, request, limits)
         response.headers["X-Model-Version"] = model.version
         return AnalyzeResponse(model_version=model.version, documents=[a.to_dict() for a in analyses])
 
@@ -214,6 +244,9 @@ def create_app(
     max_wait_ms: float = DEFAULT_LIMITS.max_wait_ms,
     max_queue: int = DEFAULT_LIMITS.max_queue,
     poll_seconds: float = DEFAULT_LIMITS.poll_seconds,
+    request_timeout_s: float = DEFAULT_LIMITS.request_timeout_s,
+    retry_after_s: int = DEFAULT_LIMITS.retry_after_s,
+    max_json_depth: int = DEFAULT_LIMITS.max_json_depth,
     num_threads: int | None = None,
     enable_admin: bool = True,
     preload_summarizer: bool = True,
@@ -229,6 +262,7 @@ def create_app(
     limits = ServerLimits(
         max_batch=max_batch, max_chars=max_chars, max_documents=max_documents, max_total_chars=max_total_chars,
         max_wait_ms=max_wait_ms, max_queue=max_queue, poll_seconds=poll_seconds,
+        request_timeout_s=request_timeout_s, retry_after_s=retry_after_s, max_json_depth=max_json_depth,
     )
     factory = predictor_factory or (lambda path: default_predictor(path, num_threads))
     lifespan = _lifespan(
@@ -238,6 +272,8 @@ def create_app(
     )
     app = FastAPI(title="policylens API", version=API_VERSION, description=_DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
+    # raw-body checks (415 / 400) before FastAPI parses; added first, so the version header still wraps them
+    app.add_middleware(BodyGuard, max_depth=limits.max_json_depth)
     _add_version_header(app)
     _add_tagging_routes(app, limits)
     _add_model_route(app, limits)

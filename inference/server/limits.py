@@ -27,6 +27,10 @@ class ServerLimits:
     max_wait_ms: how long a batch waits for more requests before it runs.
     max_queue: most units waiting for the model before requests are turned away (503).
     poll_seconds: how often the pointer / model files are checked for a new model (0: never).
+    request_timeout_s: most seconds a request may wait for the model (queue + run); then 503 with
+        Retry-After, and its queued work is dropped (0: no limit).
+    retry_after_s: the Retry-After (seconds) sent with that 503.
+    max_json_depth: deepest nesting of arrays/objects a JSON body may have (a valid request needs 3).
     """
 
     max_batch: int = 256
@@ -36,12 +40,15 @@ class ServerLimits:
     max_wait_ms: float = 2.0
     max_queue: int = 8192
     poll_seconds: float = 5.0
+    request_timeout_s: float = 30.0
+    retry_after_s: int = 2
+    max_json_depth: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_chars", "max_documents", "max_total_chars", "max_queue"):
+        for name in ("max_batch", "max_chars", "max_documents", "max_total_chars", "max_queue", "max_json_depth"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_wait_ms", "poll_seconds"):
+        for name in ("max_wait_ms", "poll_seconds", "request_timeout_s", "retry_after_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

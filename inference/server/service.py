@@ -10,7 +10,9 @@ Hot swap: the served model is one `LoadedModel` reference. Each batch reads it
 once, so a batch (and therefore a request, which is never split) runs on one
 model from start to end; a reload loads the new model fully, then replaces the
 reference in one assignment. A failed load is logged and the old model keeps
-serving.
+serving; so is a model that loads but fails policylens.tagger.integrity.check_model_dir
+(file hashes, weights, smoke-set scores finite and in [0, 1]), and the reason is in
+the reload state (`last_error`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ from inference.batching import MicroBatcher
 from inference.server.limits import ServerLimits
 from inference.server.schemas import ReloadResult
 from policylens.document import Document
+from policylens.io import InputError
+from policylens.tagger.integrity import check_model_dir, first_problem
 from policylens.tagger.model_dir import read_pointer
+from policylens.tagger.scoring import Tagger
 
 log = logging.getLogger("policylens.server")
 
@@ -70,10 +75,14 @@ def fingerprint(model_dir: Path) -> tuple:
 
 
 def default_predictor(model_dir: Path, num_threads: int | None) -> Any:
-    """The real Predictor, imported only when a model loads (tests inject doubles instead)."""
+    """The real Predictor, imported only when a model loads (tests inject doubles instead).
+
+    backend=None: the model's own default (policylens.json `inference.backend`, which
+    `policylens train` sets to onnx when the int8 export agrees with torch), else torch.
+    """
     from inference.predictor import Predictor
 
-    return Predictor(model_dir, num_threads=num_threads)
+    return Predictor(model_dir, backend=None, num_threads=num_threads)
 
 
 class ModelService:
@@ -137,6 +146,10 @@ class ModelService:
     def _load(self, model_dir: Path, fp: tuple) -> LoadedModel:
         started = time.perf_counter()
         predictor = self._factory(model_dir)
+        if isinstance(predictor, Tagger):  # test doubles that are not taggers have no model dir to check
+            problems = check_model_dir(model_dir, tagger=predictor)
+            if problems:
+                raise InputError(f"failed the model check: {first_problem(problems)}")
         version = getattr(predictor, "version", None) or predictor.meta.version or model_dir.name
         # Load "fully" before the swap: first-call allocations and the lazily loaded
         # summariser would otherwise land on the first requests after it.
@@ -192,7 +205,8 @@ class ModelService:
                 loaded = await asyncio.get_running_loop().run_in_executor(self._load_pool, self._load, target, fp)
             except Exception as err:  # noqa: BLE001 - any load failure keeps the old model
                 self._failed_fingerprint = fp
-                return self._failed(previous, f"{target}: {type(err).__name__}: {err}", target)
+                why = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+                return self._failed(previous, f"{target}: {why}", target)
             self.current = loaded  # the swap: one reference assignment
             self._failed_fingerprint = None
             self.last_error = None

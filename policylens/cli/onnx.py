@@ -14,10 +14,15 @@ from policylens.paths import TAGGER_DIR
 
 def export_onnx(
     model: Path = typer.Option(TAGGER_DIR, "--model", "-m", help="Tagger directory (or a registry pointer)."),
-    quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="int8 weights (dynamic quantisation)."),
-    fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="ONNX Runtime transformer fusions before quantising."),
+    quantize: bool = typer.Option(
+        True, "--quantize/--no-quantize",
+        help="int8 weights and activations (static: scales calibrated on training paragraphs, so scores "
+        "do not depend on the batch)."),
     per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="One weight scale per channel."),
     full_range: bool = typer.Option(False, "--full-range", help="8-bit weights (only safe on CPUs with VNNI)."),
+    calibration_size: int = typer.Option(256, min=1, help="Training paragraphs that calibrate the int8 scales."),
+    quantize_ffn_output: bool = typer.Option(
+        False, "--quantize-ffn-output", help="Also int8 the feed-forward output projection (faster, less accurate)."),
     default: bool = typer.Option(False, "--default", help="Make onnx this model's default backend."),
     evaluate: bool = typer.Option(False, "--evaluate", help="Compare torch and onnx on the test split; writes onnx/accuracy.json."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for --evaluate."),
@@ -36,7 +41,8 @@ def export_onnx(
 
     try:
         model_dir = resolve_model_dir(model)
-        config = ExportConfig(quantize=quantize, fuse=fuse, per_channel=per_channel, reduce_range=not full_range)
+        config = ExportConfig(quantize=quantize, per_channel=per_channel, reduce_range=not full_range,
+                              calibration_size=calibration_size, quantize_ffn_output=quantize_ffn_output)
         path = run_export(model_dir, config)
         console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
         if evaluate:

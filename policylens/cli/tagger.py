@@ -34,6 +34,9 @@ def train(
     max_steps: Optional[int] = typer.Option(None, help="Stop after N optimiser steps (smoke runs)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
     seed: int = typer.Option(13),
+    onnx: bool = typer.Option(
+        True, "--onnx/--no-onnx", help="Export the int8 ONNX model after training and make it the default backend "
+        "when it agrees with PyTorch on the dev split (macro-F1 within 0.01)."),
 ) -> None:
     """Fine-tune the paragraph tagger; writes a self-describing model directory."""
     from policylens.io import InputError
@@ -52,6 +55,42 @@ def train(
     console.print(f"saved {result.model_dir} in {result.seconds / 60:.1f} min")
     for split, report in result.metrics.items():
         console.print(f"{split}: macro-F1 {report['macro_f1']:.4f}  micro-F1 {report['micro_f1']:.4f}")
+    if onnx:
+        _onnx_by_default(Path(result.model_dir), splits)
+
+
+def _onnx_by_default(model_dir: Path, splits: dict) -> None:
+    """Export the int8 ONNX model (calibrated on the training split) and pick the default backend
+    on the dev split; never fails the training: any problem keeps torch and says why."""
+    import time
+
+    import numpy as np
+
+    started = time.time()
+    try:
+        from inference.onnx_backend import choose_default_backend, export_onnx
+
+        path = export_onnx(model_dir, calibration_texts=[row["text"] for row in splits["train"]])
+        dev = splits["dev"]
+        report = choose_default_backend(
+            model_dir, [row["text"] for row in dev], np.asarray([row["targets"] for row in dev], dtype=int),
+        )
+    except Exception as err:  # noqa: BLE001 - the trained torch model stands on its own
+        from policylens.tagger.model_dir import set_default_backend
+
+        err_console.print(f"[yellow]warning:[/yellow] ONNX export failed ({type(err).__name__}: {err}); "
+                          f"{model_dir} keeps the torch backend")
+        try:
+            set_default_backend(model_dir, "torch")
+        except Exception:  # noqa: BLE001
+            pass
+        return
+    console.print(f"exported {path} ({path.stat().st_size / 2**20:.1f} MiB) in {time.time() - started:.0f} s")
+    if report["backend"] == "onnx":
+        console.print(f"default backend: onnx: {report['reason']}")
+    else:
+        err_console.print(f"[yellow]default backend: torch[/yellow]: {report['reason']}")
+    console.print(f"comparison written to {model_dir / 'onnx' / 'accuracy.json'}")
 
 
 def evaluate(

@@ -1,4 +1,6 @@
-"""ONNX backend: the export agrees with torch (tightly in fp32, loosely in int8) and is selectable per model."""
+"""ONNX backend: the export agrees with torch (tightly in fp32, loosely in int8), its int8 model is
+statically quantised (calibrated, batch-independent), and it is selectable per model, by hand or by
+`policylens train` when it agrees with torch on the dev split."""
 
 from __future__ import annotations
 
@@ -16,13 +18,18 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from inference.onnx_backend import (
+    ACCURACY_INFO,
+    ONNX_DIR,
+    QUANT_FORMAT,
     ExportConfig,
     OnnxScorer,
+    choose_default_backend,
     export_info,
     export_onnx,
     is_current,
     load_onnx_scorer,
     onnx_path,
+    sample_calibration_texts,
 )
 from inference.predictor import Predictor
 from policylens.tagger.model_dir import set_default_backend
@@ -51,6 +58,7 @@ def test_export_writes_both_models(onnx_tagger_dir: Path) -> None:
     assert onnx_path(onnx_tagger_dir).exists()
     info = export_info(onnx_tagger_dir)
     assert info["model_version"] == "tiny-test" and info["config"]["opset"] == 17
+    assert info["quant_format"] == QUANT_FORMAT and info["calibration"]["windows"] > 0
     assert is_current(onnx_tagger_dir)
     assert not any(p.name.startswith(".onnx") for p in onnx_tagger_dir.iterdir())  # no temp dirs left behind
 
@@ -71,9 +79,9 @@ def test_int8_predictor_close_to_torch(onnx_tagger_dir: Path) -> None:
     torch_probs = Predictor(onnx_tagger_dir, backend="torch", num_threads=1, summarizer=None).predict_proba(TEXTS)
     onnx_predictor = Predictor(onnx_tagger_dir, backend="onnx", num_threads=1, summarizer=None)
     onnx_probs = onnx_predictor.predict_proba(TEXTS)
-    # int8 weights and dynamically quantised activations: looser than fp32. The tiny random
-    # tagger (large weights, hidden size 32) is a harsh case; the real one is measured on its
-    # test split by `python -m inference.onnx_backend evaluate`.
+    # int8 weights and statically quantised activations: looser than fp32. The tiny random
+    # tagger (large weights, hidden size 32) is a harsh case; the real one is compared on its
+    # dev split by `policylens train` (onnx/accuracy.json) or `policylens export-onnx --evaluate`.
     diff = np.abs(onnx_probs - torch_probs)
     assert diff.max() < 0.15 and diff.mean() < 0.03
     assert onnx_predictor.backend == "onnx" and not hasattr(onnx_predictor, "model")
@@ -113,3 +121,74 @@ def test_onnx_predictor_never_imports_torch(onnx_tagger_dir: Path) -> None:
                             env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_int8_graph_is_static_qdq(onnx_tagger_dir: Path) -> None:
+    """No run-time (per batch) activation scales anywhere; the weight MatMuls run in int8."""
+    import onnx
+
+    model = onnx.load(str(onnx_path(onnx_tagger_dir)), load_external_data=False)
+    ops = {node.op_type for node in model.graph.node}
+    assert not ops & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteger"}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    quantized = export_info(onnx_tagger_dir)["quantized"]
+    assert 0 < quantized["int8_matmuls"] < quantized["weight_matmuls"]  # the feed-forward outputs stay fp32
+
+
+def test_a_dynamic_export_is_stale(onnx_tagger_dir: Path, tmp_path: Path) -> None:
+    """An int8 model exported before static quantisation (no quant_format) is redone, not served."""
+    model_dir = tmp_path / "tagger"
+    shutil.copytree(onnx_tagger_dir, model_dir)
+    info_path = model_dir / ONNX_DIR / "export.json"
+    info = json.loads(info_path.read_text())
+    del info["quant_format"]
+    info_path.write_text(json.dumps(info))
+    assert not is_current(model_dir) and is_current(model_dir, quantized=False)
+
+
+def test_calibration_sample_is_deterministic() -> None:
+    texts = [f"第{i}段：推动制造业高质量发展。" for i in range(50)] + ["", "  "]
+    sample = sample_calibration_texts(texts, 10)
+    assert len(sample) == 10 and all(t.strip() for t in sample)
+    assert sample_calibration_texts(list(reversed(texts)) + texts, 10) == sample
+
+
+def test_default_backend_follows_the_dev_comparison(onnx_tagger_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "tagger"
+    shutil.copytree(onnx_tagger_dir, model_dir)
+    predictor = Predictor(model_dir, backend="torch", num_threads=1, summarizer=None)
+    targets = (predictor.predict_proba(TEXTS) >= 0.5).astype(int)  # what torch says: its own macro-F1 is 1
+    report = choose_default_backend(model_dir, TEXTS, targets, tolerance=1.0, num_threads=1)
+    assert report["backend"] == "onnx" and Predictor(model_dir, summarizer=None, num_threads=1).backend == "onnx"
+    saved = json.loads((model_dir / ONNX_DIR / ACCURACY_INFO).read_text())
+    assert saved["backend"] == "onnx" and saved["torch_macro_f1"] == 1.0 and "label_agreement" in saved
+    report = choose_default_backend(model_dir, TEXTS, targets, tolerance=-1.0, num_threads=1)  # nothing agrees
+    assert report["backend"] == "torch" and "kept torch" in report["reason"]
+    assert Predictor(model_dir, summarizer=None, num_threads=1).backend == "torch"
+    assert choose_default_backend(model_dir, [], targets[:0])["backend"] == "torch"  # no dev rows: no evidence
+
+
+def test_train_command_exports_onnx_and_makes_it_the_default(tiny_tagger_dir: Path, tmp_path: Path) -> None:
+    """What `policylens train` does after training (its --no-onnx flag skips it)."""
+    from typer.testing import CliRunner
+
+    from policylens.cli import app
+    from policylens.cli.tagger import _onnx_by_default
+
+    model_dir = tmp_path / "tagger"
+    shutil.copytree(tiny_tagger_dir, model_dir)
+    shutil.rmtree(model_dir / ONNX_DIR, ignore_errors=True)
+    predictor = Predictor(model_dir, backend="torch", num_threads=1, summarizer=None)
+    dev = [{"text": t, "targets": list(map(int, p >= 0.5))} for t, p in zip(TEXTS, predictor.predict_proba(TEXTS))]
+    splits = {"train": [{"text": t} for t in TEXTS * 3], "dev": dev, "test": []}
+    _onnx_by_default(model_dir, splits)
+    info = export_info(model_dir)
+    assert info["calibration"]["source"].startswith("calibration_texts argument")
+    assert info["calibration"]["paragraphs"] == len(TEXTS)  # distinct training texts
+    accuracy = json.loads((model_dir / ONNX_DIR / ACCURACY_INFO).read_text())
+    assert accuracy["data"] == "dev split" and accuracy["n"] == len(TEXTS)
+    expected = "onnx" if abs(accuracy["delta_macro_f1"]) <= 0.01 else "torch"
+    assert accuracy["backend"] == expected
+    assert json.loads((model_dir / "policylens.json").read_text())["inference"]["backend"] == expected
+    help_text = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
+    assert "--no-onnx" in help_text
