@@ -27,6 +27,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _refuse_broken_model(model_or_pointer: Path) -> None:
+    """Check the first model before uvicorn starts: a failure in its startup prints a traceback."""
+    from policylens.tagger.integrity import check_model_dir
+    from policylens.tagger.model_dir import follow_pointer
+
+    first = follow_pointer(model_or_pointer)
+    problems = check_model_dir(first)
+    if problems:
+        typer.echo(f"error: refusing to serve {first}: {problems[0]}", err=True)
+        raise typer.Exit(2)
+
+
 def register(app: typer.Typer) -> None:
     """Add the top-level `serve` command to `app`."""
 
@@ -72,14 +84,7 @@ def register(app: typer.Typer) -> None:
         if registry is not None and not registry.exists() and model_dir is None:
             typer.echo(f"error: registry pointer {registry} does not exist", err=True)
             raise typer.Exit(2)
-        from policylens.tagger.integrity import check_model_dir
-        from policylens.tagger.model_dir import follow_pointer
-
-        first = model_dir if model_dir is not None else follow_pointer(registry)
-        problems = check_model_dir(Path(first))
-        if problems:  # refuse before uvicorn starts: its startup would print a traceback
-            typer.echo(f"error: refusing to serve {first}: {problems[0]}", err=True)
-            raise typer.Exit(2)
+        _refuse_broken_model(model_dir if model_dir is not None else registry)
         if not _is_loopback(host):
             typer.echo(f"warning: binding {host}: the API has no authentication (incl. /v1/admin/reload)", err=True)
 
