@@ -64,14 +64,20 @@ def read_json_file(path: Path) -> Any:
         raise InputError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """read_json_file, and the top level must be an object."""
+    obj = read_json_file(path)
+    if not isinstance(obj, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def read_model_config(model_dir: str | Path) -> dict[str, Any]:
     """config.json of a transformers checkpoint, checked enough that loading it cannot fail obscurely."""
     path = Path(model_dir) / CONFIG_FILE
     if not path.exists():
         raise InputError(f"{path}: missing (a tagger dir needs the transformers config.json)")
-    obj = read_json_file(path)
-    if not isinstance(obj, dict):
-        raise InputError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    obj = read_json_object(path)
     if not isinstance(obj.get("model_type"), str) or not obj["model_type"]:
         raise InputError(f"{path}: no \"model_type\" (not a transformers model config)")
     return obj
@@ -232,9 +238,7 @@ class TaggerMeta:
         path = Path(model_dir) / META_FILE
         if not path.exists():
             raise InputError(f"{model_dir}: not a policylens tagger (no {META_FILE}); train one with `policylens train`")
-        obj = read_json_file(path)
-        if not isinstance(obj, dict):
-            raise InputError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+        obj = read_json_object(path)
         missing = [name for name in ("taxonomy", "thresholds", "temperature") if name not in obj]
         if missing:
             raise InputError(f"{path}: missing {', '.join(map(repr, missing))}")
