@@ -26,7 +26,12 @@ from policylens.calibration import sigmoid
 from policylens.document import Document
 from policylens.io import InputError
 from policylens.segment import SegmentConfig, segment
-from policylens.tagger.model_dir import BACKENDS, follow_pointer, model_settings
+from policylens.tagger.model_dir import (
+    BACKENDS,
+    WEIGHTS_FILE,
+    follow_pointer,
+    model_settings,
+)
 from policylens.tagger.scoring import Scorer, Tagger
 
 
@@ -70,6 +75,9 @@ class Predictor(Tagger):
 
             return load_onnx_scorer(self.model_dir, num_threads=self.num_threads)
         return super()._load_scorer()
+
+    def _files_not_read(self) -> tuple[str, ...]:
+        return (WEIGHTS_FILE,) if self.backend == "onnx" else ()  # ONNX never reads the safetensors
 
     # -- documents ----------------------------------------------------------
 

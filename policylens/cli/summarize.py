@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from policylens.cli._util import console, err_console
+from policylens.cli._util import console, err_console, fail
 from policylens.paths import SUMMARIZER_DIR
 
 
@@ -128,8 +128,7 @@ def train_command(
     try:
         train_summarizer(out, train_size=train_size, config=TrainConfig(num_threads=threads), log=console.print)
     except (InputError, ValueError) as err:
-        err_console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
+        fail(str(err))
 
 
 def evaluate_command(
@@ -146,14 +145,12 @@ def evaluate_command(
     from policylens.summarizer.model_dir import exists
 
     if not exists(summarizer_dir):
-        err_console.print(f"[red]error:[/red] no trained summariser at {summarizer_dir}; run `policylens train-summarizer`")
-        raise typer.Exit(2)
+        fail(f"no trained summariser at {summarizer_dir}; run `policylens train-summarizer`")
     torch.set_num_threads(threads)
     try:
         report = evaluate_summaries(max_docs=max_docs, model_dir=summarizer_dir, log=console.print)
     except (InputError, ValueError) as err:
-        err_console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
+        fail(str(err))
     console.print(report.table())
     if out:
         from policylens.io import atomic_write
