@@ -22,7 +22,6 @@ from inference.analysis import (
     TaggedParagraph,
     build_analysis,
 )
-from policylens.calibration import sigmoid
 from policylens.document import Document
 from policylens.io import InputError
 from policylens.segment import SegmentConfig, segment
@@ -86,7 +85,7 @@ class Predictor(Tagger):
         batched pass, aggregate per document, summarise. Results are in input order."""
         per_doc = [document.paragraphs or segment(document, self.segment_config) for document in documents]
         flat = [p.text for paragraphs in per_doc for p in paragraphs]
-        probs = sigmoid(self._logits_normalized(flat) / self._temperature)
+        probs = self._probs_normalized(flat)
         tags = iter(self._tags(probs))
         results = []
         for document, paragraphs in zip(documents, per_doc):

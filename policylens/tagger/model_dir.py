@@ -28,6 +28,8 @@ from typing import Any
 from policylens.encoders.e5 import PASSAGE_PREFIX
 from policylens.io import InputError, publish_dir, temp_dir_beside, write_json
 from policylens.metrics import markdown_table
+from policylens.tagger.ensemble import Stack
+from policylens.tagger.lexical import LexicalModel
 from policylens.taxonomy import Taxonomy
 
 META_FILE = "policylens.json"
@@ -213,11 +215,16 @@ class TaggerMeta:
     training: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     version: str = ""
+    # the encoder + lexical ensemble (policylens/tagger/ensemble.py): when set, probabilities are
+    # sigmoid(a·z_encoder + b·z_lexical + c) per label and `temperature` is unused
+    stack: dict[str, list[float]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.taxonomy)
         if len(self.thresholds) != n or len(self.temperature) != n:
             raise ValueError(f"thresholds/temperature must have one value per label ({n})")
+        if self.stack is not None and len(Stack.from_dict(self.stack)) != n:
+            raise ValueError(f"stack must have one weight per label ({n})")
         if self.pooling not in ("max", "mean"):
             raise ValueError(f"pooling must be 'max' or 'mean', got {self.pooling!r}")
         if not 8 <= self.max_length <= 512 or not 0 <= self.stride < self.max_length // 2:
@@ -280,11 +287,15 @@ def model_version(model_dir: str | Path, meta: TaggerMeta) -> str:
     return "sha-" + hashlib.sha256((Path(model_dir) / META_FILE).read_bytes()).hexdigest()[:12]
 
 
-def save_tagger(model, tokenizer, meta: TaggerMeta, output_dir: str | Path) -> Path:
+def save_tagger(model, tokenizer, meta: TaggerMeta, output_dir: str | Path, lexical: LexicalModel | None = None) -> Path:
     """Write the whole model directory beside `output_dir`, then swap it in."""
+    if (lexical is None) != (meta.stack is None):
+        raise ValueError("an ensemble tagger needs both its lexical model and its stack weights")
     tmp = temp_dir_beside(output_dir)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    if lexical is not None:
+        lexical.save(tmp)
     meta.save(tmp)
     write_json(tmp / "metrics.json", meta.metrics)
     (tmp / "README.md").write_text(model_card(meta), encoding="utf-8")

@@ -26,6 +26,8 @@ from policylens.encoders.windows import (
     tokenize_windows,
 )
 from policylens.io import InputError
+from policylens.tagger.ensemble import Stack
+from policylens.tagger.lexical import LexicalModel
 from policylens.tagger.model_dir import (
     TOKENIZER_FILE,
     WEIGHTS_FILE,
@@ -206,6 +208,7 @@ class Tagger:
         self._temperature = np.asarray(self.meta.temperature, dtype=np.float32)
         self._windows = WindowTokenizer(self.model_dir, self.meta)
         self._scorer = self._load_scorer()
+        self._stack, self._lexical = self._load_ensemble()
         # Files overwritten or truncated since they were recorded are refused, even when they still
         # parse (random bytes over a tensor load fine).
         if check_files:
@@ -215,6 +218,15 @@ class Tagger:
     def _files_not_read(self) -> tuple[str, ...]:
         """Model-dir files this scorer never reads, left out of the load-time hash check."""
         return ()
+
+    def _load_ensemble(self) -> tuple[Stack | None, LexicalModel | None]:
+        """The stack weights and lexical model of an ensemble tagger; (None, None) for an encoder-only one."""
+        if self.meta.stack is None:
+            return None, None
+        lexical = LexicalModel.load(self.model_dir)
+        if lexical.labels != self.labels:
+            raise InputError(f"{self.model_dir}: the lexical model's labels {lexical.labels} differ from {self.labels}")
+        return Stack.from_dict(self.meta.stack), lexical
 
     def smoke_test(self) -> None:
         """Score the built-in smoke set; InputError unless every score is finite and in [0, 1]."""
@@ -261,11 +273,24 @@ class Tagger:
             raise not_finite_error(self.model_dir)
         return pool_windows(out, owners, len(unique), self.meta.pooling)[inverse.reshape(-1)]
 
+    def _probs_normalized(self, texts: Sequence[str]) -> np.ndarray:
+        """Calibrated probabilities of already-normalised texts: the stack of encoder and lexical
+        logits for an ensemble, the temperature-scaled encoder alone otherwise."""
+        encoder = self._logits_normalized(texts)
+        if self._stack is None:
+            return sigmoid(encoder / self._temperature)
+        return self._stack.probs(encoder, self._lexical.decision_function(texts))
+
+    def calibrated_encoder_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """The encoder alone, temperature-calibrated: what the tagger scores without its lexical half."""
+        return sigmoid(self.logits(texts) / self._temperature)
+
     def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """The encoder's raw pooled logits (without the lexical half of an ensemble)."""
         return self._logits_normalized([normalize(t) for t in texts])
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return sigmoid(self.logits(texts) / self._temperature)
+        return self._probs_normalized([normalize(t) for t in texts])
 
     def _tags(self, probs: np.ndarray) -> list[tuple[dict[str, float], list[str]]]:
         rows = []

@@ -17,3 +17,4 @@ _inference = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_inference)
 
 tiny_tagger_dir = _inference.tiny_tagger_dir
+tiny_ensemble_dir = _inference.tiny_ensemble_dir

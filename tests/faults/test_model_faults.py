@@ -355,3 +355,28 @@ def test_hot_swap_refuses_a_broken_version_and_keeps_serving(case: str, tiny_tag
     assert after.status_code == 200 and after.json() == before  # the old version answers, scores and all
     assert all(r["scores"] and all(0.0 <= v <= 1.0 for v in r["scores"].values()) for r in after.json()["results"])
     assert re.search(CASES[case][1], info["reload"]["last_error"])
+
+
+def test_an_ensemble_without_its_lexical_model_is_refused_by_name(tiny_ensemble_dir: Path, tmp_path: Path) -> None:
+    from inference.predictor import Predictor
+
+    broken = tmp_path / "ensemble"
+    shutil.copytree(tiny_ensemble_dir, broken)
+    (broken / "lexical.json").unlink()
+    with pytest.raises(InputError, match=r"lexical\.json: missing"):
+        Predictor(broken, backend="torch", num_threads=1, summarizer=None)
+
+
+def test_a_tampered_lexical_model_is_refused_by_the_manifest(tiny_ensemble_dir: Path, tmp_path: Path) -> None:
+    from inference.predictor import Predictor
+    from policylens.tagger.integrity import check_model_dir
+
+    broken = tmp_path / "ensemble"
+    shutil.copytree(tiny_ensemble_dir, broken)
+    weights = broken / "lexical.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-8:] = np.random.default_rng(1).bytes(8)  # coefficients changed, the file still parses
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="lexical.safetensors"):
+        Predictor(broken, backend="torch", num_threads=1, summarizer=None)
+    assert any("lexical.safetensors" in problem for problem in check_model_dir(broken))

@@ -63,3 +63,26 @@ def tiny_tagger_dir(tiny_backbone_dir: Path, tmp_path_factory: pytest.TempPathFa
         version="tiny-test",
     )
     return save_tagger(model, tokenizer, meta, tmp_path_factory.mktemp("taggers") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_ensemble_dir(tiny_tagger_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny tagger plus a lexical model and stack weights: an ensemble tagger directory,
+    written by save_tagger like a trained one (random but deterministic character weights)."""
+    import numpy as np
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from policylens.tagger.ensemble import Stack
+    from policylens.tagger.lexical import LexicalModel
+    from policylens.tagger.model_dir import TaggerMeta, save_tagger
+
+    meta = TaggerMeta.load(tiny_tagger_dir)
+    vocabulary = sorted({c for text in _CALIBRATION for c in text})
+    rng = np.random.default_rng(3)
+    lexical = LexicalModel(labels=meta.taxonomy.ids, vocabulary=vocabulary, idf=np.ones(len(vocabulary)),
+                           coef=rng.normal(0, 4.0, (len(meta.taxonomy), len(vocabulary))),
+                           intercept=np.zeros(len(meta.taxonomy)), ngram_range=(1, 1))
+    meta.stack = Stack(encoder=[0.8] * 4, lexical=[1.2] * 4, bias=[0.0] * 4).to_dict()
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_tagger_dir, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tagger_dir)
+    return save_tagger(model, tokenizer, meta, tmp_path_factory.mktemp("taggers") / "tiny-ensemble", lexical=lexical)

@@ -192,3 +192,14 @@ def test_train_command_exports_onnx_and_makes_it_the_default(tiny_tagger_dir: Pa
     assert json.loads((model_dir / "policylens.json").read_text())["inference"]["backend"] == expected
     help_text = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
     assert "--no-onnx" in help_text
+
+
+def test_an_ensemble_tagger_scores_the_same_through_onnx(tiny_ensemble_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "ensemble"
+    shutil.copytree(tiny_ensemble_dir, model_dir)
+    export_onnx(model_dir, ExportConfig(), calibration_texts=TEXTS)
+    torch_probs = Predictor(model_dir, backend="torch", num_threads=1, summarizer=None).predict_proba(TEXTS)
+    onnx_probs = Predictor(model_dir, backend="onnx", num_threads=1, summarizer=None).predict_proba(TEXTS)
+    assert np.abs(onnx_probs - torch_probs).max() < 0.1
+    encoder_only = Predictor(model_dir, backend="onnx", num_threads=1, summarizer=None).calibrated_encoder_proba(TEXTS)
+    assert np.abs(onnx_probs - encoder_only).max() > 0.05  # the lexical half is applied on the ONNX path too

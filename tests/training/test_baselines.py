@@ -57,16 +57,17 @@ def test_tfidf_features_match_sklearn(fitted) -> None:
     model, test_x, _ = fitted
     reference = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, vocabulary=model.vocabulary_)
     reference.fit(test_x)  # fixes vocabulary; idf replaced below
-    reference.idf_ = model.idf_
-    assert np.allclose(model._features(test_x).toarray(), reference.transform(test_x).toarray())
+    reference.idf_ = model.model_.idf
+    assert np.allclose(model.model_.features(test_x).toarray(), reference.transform(test_x).toarray())
 
 
 def test_tfidf_save_load_round_trip(fitted, tmp_path) -> None:
     model, test_x, _ = fitted
     model.save(tmp_path / "tfidf")
-    assert sorted(p.name for p in (tmp_path / "tfidf").iterdir()) == ["config.json", "weights.npz"]
-    with np.load(tmp_path / "tfidf" / "weights.npz", allow_pickle=False) as weights:
-        assert set(weights.files) == {"idf", "coef", "intercept", "thresholds"}
+    assert sorted(p.name for p in (tmp_path / "tfidf").iterdir()) == ["config.json", "lexical.json", "lexical.safetensors"]
+    from safetensors.numpy import load_file
+
+    assert set(load_file(str(tmp_path / "tfidf" / "lexical.safetensors"))) == {"idf", "coef", "intercept"}
     loaded = TfidfBaseline.load(tmp_path / "tfidf")
     assert np.array_equal(loaded.predict_proba(test_x), model.predict_proba(test_x))
     assert np.array_equal(loaded.thresholds_, model.thresholds_)

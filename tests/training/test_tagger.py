@@ -38,7 +38,8 @@ def make_splits(taxonomy: Taxonomy) -> dict[str, list[dict]]:
 
 def tiny_config(backbone: Path, **kw) -> TaggerConfig:
     base = dict(backbone=str(backbone), epochs=6, batch_size=8, learning_rate=3e-3, head_learning_rate=3e-3,
-                freeze_embeddings=False, freeze_layers=0, max_length=64, stride=16, patience=10, num_threads=1)
+                freeze_embeddings=False, freeze_layers=0, max_length=64, stride=16, patience=10, num_threads=1,
+                stack_recipe="")  # the project's recipe is for the real encoder: tiny models fit their stack on dev
     base.update(kw)
     return TaggerConfig(**base)
 
@@ -67,6 +68,33 @@ def test_training_learns_and_writes_a_self_describing_model(trained):
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0]
     assert "macro" in (model_dir / "README.md").read_text(encoding="utf-8").lower()
+
+
+def test_the_saved_ensemble_scores_exactly_as_the_model_in_memory(trained):
+    result, splits = trained
+    model_dir = result.model_dir
+    assert (model_dir / "lexical.json").exists() and (model_dir / "lexical.safetensors").exists()
+    meta = TaggerMeta.load(model_dir)
+    assert meta.stack is not None and meta.training["stack"]["fitted_on_dev"] == meta.taxonomy.ids
+    test_texts = [row["text"] for row in splits["test"]]
+    loaded = Predictor(model_dir, backend="torch", num_threads=1)
+    np.testing.assert_allclose(loaded.predict_proba(test_texts), result.test_probs, atol=1e-5)
+    # the lexical half matters: without it the scores differ
+    assert np.abs(loaded.predict_proba(test_texts) - loaded.calibrated_encoder_proba(test_texts)).max() > 1e-3
+
+
+def test_a_recipe_sets_the_stack_and_thresholds(tiny_backbone_dir, tmp_path):
+    from policylens.tagger.ensemble import Stack
+    from training.stack import write_recipe
+
+    taxonomy = Taxonomy.load()
+    recipe = write_recipe(tmp_path / "recipe.json", taxonomy.ids, Stack([0.9] * 4, [1.1] * 4, [-0.2] * 4),
+                          np.array([0.5, 0.4, 0.5, 0.5]), {})
+    config = tiny_config(tiny_backbone_dir, epochs=1, max_steps=2, stack_recipe=str(recipe))
+    result = train_tagger(make_splits(taxonomy), taxonomy, tmp_path / "m", config, progress=False)
+    meta = TaggerMeta.load(result.model_dir)
+    assert meta.stack == {"encoder": [0.9] * 4, "lexical": [1.1] * 4, "bias": [-0.2] * 4}
+    assert meta.thresholds == [0.5, 0.4, 0.5, 0.5] and meta.training["stack"]["fitted_on_dev"] == []
 
 
 def test_predictor_tags_unseen_wording_and_pools_long_paragraphs(trained):

@@ -48,6 +48,31 @@ class LowerLayerCache:
         self.model.train(was_training)
         return states
 
+    def encode_texts(
+        self, texts: list[str], windows: list[list[int]], owners: np.ndarray, pad_id: int, bank: dict | None
+    ) -> list:
+        """States of `windows` (owned by `texts`), reusing and filling `bank` (text -> its windows' states).
+
+        Cross-validation folds share one bank, so each paragraph's lower layers run once
+        per experiment instead of once per fold.
+        """
+        if bank is None:
+            return self.encode(windows, pad_id)
+        first: dict[str, int] = {}  # a text missing from the bank -> the paragraph whose windows fill it
+        for o in owners:
+            text = texts[int(o)]
+            if text not in bank and text not in first:
+                first[text] = int(o)
+        todo = [i for i, o in enumerate(owners) if first.get(texts[int(o)]) == int(o)]
+        for i, state in zip(todo, self.encode([windows[i] for i in todo], pad_id) if todo else []):
+            bank.setdefault(texts[int(owners[i])], []).append(state)
+        states, position = [], {}
+        for o in owners:  # a paragraph's windows are contiguous and in order
+            k = position.get(int(o), 0)
+            states.append(bank[texts[int(o)]][k])
+            position[int(o)] = k + 1
+        return states
+
     def logits(self, states: list, batch: np.ndarray):
         """Classifier logits from cached states (with grad through the upper layers)."""
         import torch

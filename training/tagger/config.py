@@ -31,6 +31,10 @@ class TaggerConfig:
     seed: int = 13
     num_threads: int | None = None
     max_steps: int | None = None  # cap for smoke tests
+    # the encoder + TF-IDF ensemble (policylens/tagger/ensemble.py); its stack weights and thresholds
+    # come from a recipe chosen on out-of-fold predictions (default: data/tagger_stack.json)
+    ensemble: bool = True
+    stack_recipe: str | None = None  # None: data/tagger_stack.json when present; "": none, fit every label on dev
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -51,3 +55,5 @@ class TrainResult:
     metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    test_logits: Any = None  # raw pooled logits of the test rows (np.ndarray), when there was a test split
+    test_probs: Any = None  # the saved model's probabilities of the test rows, computed in memory

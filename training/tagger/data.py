@@ -21,8 +21,10 @@ def data_fingerprint(splits: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def training_windows(tokenizer, rows: list[dict], config: TaggerConfig) -> tuple[list[list[int]], np.ndarray]:
-    """Every window of every training paragraph, with its paragraph's targets.
+def training_windows(
+    tokenizer, rows: list[dict], config: TaggerConfig
+) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
+    """Every window of every training paragraph, with its paragraph's targets and index.
 
     Each window trains on its whole paragraph's labels: a long paragraph's
     label may sit in one window only, but evaluation pools windows the same way.
@@ -31,7 +33,7 @@ def training_windows(tokenizer, rows: list[dict], config: TaggerConfig) -> tuple
         tokenizer, [r["text"] for r in rows], config.max_length, config.stride, config.prefix
     )
     targets = np.asarray([rows[i]["targets"] for i in owners], dtype=np.float32)
-    return windows, targets
+    return windows, targets, owners
 
 
 def shuffled_batches(lengths: list[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -26,6 +26,8 @@ from policylens.calibration import sigmoid
 from policylens.encoders.windows import pad_batch, pool_windows, tokenize_windows
 from policylens.io import write_json
 from policylens.metrics.multilabel import macro_f1
+from policylens.tagger.ensemble import Stack
+from policylens.tagger.lexical import LexicalModel
 from policylens.tagger.model_dir import TaggerMeta, save_tagger
 from policylens.tagger.scoring import torch_window_logits
 from policylens.taxonomy import Taxonomy
@@ -52,6 +54,17 @@ class _Run:
     cache: LowerLayerCache | None = None
     train_states: list | None = None
     dev_states: list | None = None
+    test_logits: np.ndarray | None = None  # raw pooled logits of splits['test'] (out-of-fold scores in CV)
+    test_probs: np.ndarray | None = None  # the saved model's probabilities of splits['test'], computed in memory
+    bank: dict | None = None  # text -> cached lower-layer states of its windows, shared across runs
+
+    def paragraph_logits(self, texts: list[str], meta: TaggerMeta) -> np.ndarray:
+        """Raw pooled logits of any paragraphs: through the cached lower layers when there are any."""
+        if self.cache is None or not texts:
+            return torch_window_logits(self.model, self.tokenizer, texts, meta)
+        windows, owners = tokenize_windows(self.tokenizer, texts, meta.max_length, meta.stride, meta.prefix)
+        states = self.cache.encode_texts(texts, windows, owners, self.tokenizer.pad_token_id, self.bank)
+        return pool_windows(self.cache.window_logits(states), owners, len(texts), meta.pooling)
 
     def batch_logits(self, batch: np.ndarray):
         """Training logits of some windows: from the cached lower layers when there are any."""
@@ -76,11 +89,14 @@ def train_tagger(
     config: TaggerConfig | None = None,
     resume: bool = False,
     progress: bool = True,
+    state_bank: dict | None = None,
 ) -> TrainResult:
     """Train on splits['train'], select on splits['dev'], report on splits['test'] (if any).
 
     `output_dir` receives the final model atomically (written beside it, then
-    renamed); `output_dir/../.<name>.work` holds the resumable state.
+    renamed); `output_dir/../.<name>.work` holds the resumable state. `state_bank`
+    (text -> frozen lower-layer states) lets several runs over the same paragraphs,
+    such as cross-validation folds, compute those layers once.
     """
     import torch
 
@@ -90,7 +106,7 @@ def train_tagger(
     started = time.time()
     torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
     _seed_everything(config.seed)
-    run = _prepare(splits, taxonomy, config, progress)
+    run = _prepare(splits, taxonomy, config, progress, state_bank)
     meta = TaggerMeta(
         taxonomy=taxonomy,
         thresholds=[0.5] * len(taxonomy),
@@ -102,7 +118,8 @@ def train_tagger(
     state = _train_loop(run, meta, config, work_dir, resume, progress)
     metrics, seconds = _calibrate_and_save(run, meta, splits, config, state, work_dir, output_dir, started)
     shutil.rmtree(work_dir, ignore_errors=True)
-    return TrainResult(model_dir=output_dir, metrics=metrics, history=state["history"], seconds=seconds)
+    return TrainResult(model_dir=output_dir, metrics=metrics, history=state["history"], seconds=seconds,
+                       test_logits=run.test_logits, test_probs=run.test_probs)
 
 
 def _seed_everything(seed: int) -> None:
@@ -113,7 +130,9 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _prepare(splits: dict[str, list[dict]], taxonomy: Taxonomy, config: TaggerConfig, progress: bool) -> _Run:
+def _prepare(
+    splits: dict[str, list[dict]], taxonomy: Taxonomy, config: TaggerConfig, progress: bool, bank: dict | None = None
+) -> _Run:
     """Load the backbone, tokenise train and dev, and cache the frozen lower layers when the model allows."""
     from policylens.encoders.backbone import resolve_backbone
 
@@ -122,18 +141,19 @@ def _prepare(splits: dict[str, list[dict]], taxonomy: Taxonomy, config: TaggerCo
     train_rows, dev_rows = splits["train"], splits["dev"]
     if not train_rows or not dev_rows:
         raise ValueError("training needs non-empty train and dev splits")
-    windows, targets = training_windows(tokenizer, train_rows, config)
+    windows, targets, train_owners = training_windows(tokenizer, train_rows, config)
     y_dev = np.asarray([r["targets"] for r in dev_rows], dtype=np.float32)
     dev_windows, dev_owners = tokenize_windows(
         tokenizer, [r["text"] for r in dev_rows], config.max_length, config.stride, config.prefix
     )
     run = _Run(backbone_dir, tokenizer, model, windows, targets, dev_rows, y_dev, dev_owners)
     if LowerLayerCache.supports(model, config):
-        run.cache = LowerLayerCache(model, config.freeze_layers)
+        run.cache, run.bank = LowerLayerCache(model, config.freeze_layers), bank
         if progress:
             print(f"caching the frozen lowest {config.freeze_layers} layers for {len(windows) + len(dev_windows)} windows")
-        run.train_states = run.cache.encode(windows, tokenizer.pad_token_id)
-        run.dev_states = run.cache.encode(dev_windows, tokenizer.pad_token_id)
+        pad = tokenizer.pad_token_id
+        run.train_states = run.cache.encode_texts([r["text"] for r in train_rows], windows, train_owners, pad, bank)
+        run.dev_states = run.cache.encode_texts([r["text"] for r in dev_rows], dev_windows, dev_owners, pad, bank)
     return run
 
 
@@ -227,28 +247,38 @@ def _calibrate_and_save(
     output_dir: Path,
     started: float,
 ) -> tuple[dict[str, Any], float]:
-    """Restore the best weights, fit temperature and thresholds on dev, report dev/test, save the model dir."""
+    """Restore the best weights, calibrate (temperature on dev; the stack for an ensemble), report dev/test, save."""
     from policylens.metrics import multilabel_report
     from training.thresholds import fit_temperature, tune_thresholds
 
     model, tokenizer, taxonomy, y_dev = run.model, run.tokenizer, meta.taxonomy, run.y_dev
     if (work_dir / "best.safetensors").exists():
         model.load_state_dict(_load_safetensors(work_dir / "best.safetensors"), strict=False)
-    dev_logits = torch_window_logits(model, tokenizer, [r["text"] for r in run.dev_rows], meta)
-    temperature = fit_temperature(dev_logits, y_dev)
-    dev_probs = sigmoid(dev_logits / temperature)
-    thresholds = tune_thresholds(y_dev, dev_probs)
-    meta.temperature = [float(t) for t in temperature]
-    meta.thresholds = [float(t) for t in thresholds]
+    dev_texts = [r["text"] for r in run.dev_rows]
+    dev_logits = run.paragraph_logits(dev_texts, meta)
+    meta.temperature = [float(t) for t in fit_temperature(dev_logits, y_dev)]
+    lexical = _fit_ensemble(meta, splits, config, dev_logits, y_dev) if config.ensemble else None
+    if lexical is None:
+        meta.thresholds = [float(t) for t in tune_thresholds(y_dev, sigmoid(dev_logits / np.asarray(meta.temperature)))]
 
+    def probs(texts: list[str], logits: np.ndarray) -> np.ndarray:
+        if lexical is None:
+            return sigmoid(logits / np.asarray(meta.temperature))
+        return Stack.from_dict(meta.stack).probs(logits, lexical.decision_function(texts))
+
+    thresholds = np.asarray(meta.thresholds)
+    dev_probs = probs(dev_texts, dev_logits)
     metrics: dict[str, Any] = {"dev": multilabel_report(y_dev.astype(int), (dev_probs >= thresholds).astype(int), taxonomy.ids)}
     if splits.get("test"):
+        test_texts = [r["text"] for r in splits["test"]]
         y_test = np.asarray([r["targets"] for r in splits["test"]], dtype=int)
-        test_probs = sigmoid(torch_window_logits(model, tokenizer, [r["text"] for r in splits["test"]], meta) / temperature)
-        metrics["test"] = multilabel_report(y_test, (test_probs >= thresholds).astype(int), taxonomy.ids)
+        run.test_logits = run.paragraph_logits(test_texts, meta)
+        run.test_probs = probs(test_texts, run.test_logits)
+        metrics["test"] = multilabel_report(y_test, (run.test_probs >= thresholds).astype(int), taxonomy.ids)
     seconds = time.time() - started
     meta.metrics = metrics
     meta.training = {
+        **meta.training,  # the stack's provenance, when there is one
         "config": asdict(config),
         "backbone_dir": str(run.backbone_dir),
         "seconds": round(seconds, 1),
@@ -262,8 +292,29 @@ def _calibrate_and_save(
         "sources": sorted({r["source"] for rows in splits.values() for r in rows}),
     }
     meta.version = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    save_tagger(model, tokenizer, meta, output_dir)
+    save_tagger(model, tokenizer, meta, output_dir, lexical=lexical)
     return metrics, seconds
+
+
+def _fit_ensemble(meta: TaggerMeta, splits: dict[str, list[dict]], config: TaggerConfig,
+                  dev_logits: np.ndarray, y_dev: np.ndarray) -> LexicalModel:
+    """Fit the lexical model on the training split and set the stack (from the recipe, else fitted on dev)."""
+    from training.baselines import TfidfBaseline
+    from training.stack import STACK_RECIPE_PATH, read_recipe, stack_for
+
+    labels = meta.taxonomy.ids
+    train = splits["train"]
+    lexical = TfidfBaseline(label_names=labels).fit([r["text"] for r in train], [r["targets"] for r in train]).model_
+    if config.stack_recipe is None:
+        recipe_path = STACK_RECIPE_PATH if STACK_RECIPE_PATH.exists() else None
+    else:
+        recipe_path = Path(config.stack_recipe) if config.stack_recipe else None
+    recipe = read_recipe(recipe_path) if recipe_path else {}
+    dev_lexical = lexical.decision_function([r["text"] for r in splits["dev"]])
+    stack, thresholds, from_dev = stack_for(labels, recipe, dev_logits, dev_lexical, y_dev)
+    meta.stack, meta.thresholds = stack.to_dict(), [float(t) for t in thresholds]
+    meta.training["stack"] = {"recipe": str(recipe_path) if recipe else None, "fitted_on_dev": from_dev}
+    return lexical
 
 
 # --- checkpoints: only trainable weights + optimiser; frozen weights come back from the backbone

@@ -1,0 +1,79 @@
+"""Cross-validation grouped by document (training/cv.py) on the tiny texts and the tiny backbone."""
+
+import numpy as np
+import pytest
+from test_tagger import make_splits, tiny_config
+
+from policylens.taxonomy import Taxonomy
+from training.cv import (
+    CVConfig,
+    OutOfFold,
+    cross_validate,
+    cv_markdown,
+    cv_report,
+    document_folds,
+    fold_summary,
+    load_oof,
+    oof_encoder,
+    save_oof,
+)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    taxonomy = Taxonomy.load()
+    splits = make_splits(taxonomy)
+    return [row for split in ("train", "dev", "test") for row in splits[split]]
+
+
+def test_folds_keep_documents_whole_and_are_deterministic(rows):
+    folds = document_folds(rows, 4, seed=3)
+    by_doc = {}
+    for row, fold in zip(rows, folds):
+        by_doc.setdefault(row["doc_id"], set()).add(int(fold))
+    assert all(len(f) == 1 for f in by_doc.values())
+    assert sorted(set(folds.tolist())) == [0, 1, 2, 3]
+    assert np.array_equal(folds, document_folds(list(reversed(rows)), 4, seed=3)[::-1])
+
+
+def test_baselines_get_out_of_fold_scores_on_the_same_folds(rows):
+    taxonomy = Taxonomy.load()
+    oof = cross_validate(rows, taxonomy, cv=CVConfig(folds=3, systems=("tfidf", "keyword")), progress=False)
+    assert set(oof.scores) == {"tfidf", "keyword"} and oof.scores["tfidf"].shape == (len(rows), 4)
+    report = cv_report(oof)
+    assert report["tfidf"]["macro_f1"] > 0.8  # each tiny topic repeats across documents
+    assert len(report["tfidf"]["per_fold_macro_f1"]) == 3 and report["tfidf"]["macro_f1_std"] >= 0
+    assert "| tfidf |" in cv_markdown(report, taxonomy.ids)
+
+
+def test_fold_summary_is_the_mean_and_spread_of_the_folds():
+    y = np.array([[1], [0], [1], [0]])
+    pred = np.array([[1], [0], [0], [1]])  # fold 0 perfect, fold 1 all wrong
+    summary = fold_summary(y, pred, np.array([0, 0, 1, 1]), ["x"])
+    assert summary["per_fold_macro_f1"] == [1.0, 0.0] and summary["macro_f1"] == 0.5
+    assert summary["macro_f1_std"] == pytest.approx(np.std([1.0, 0.0], ddof=1), abs=1e-4)
+
+
+def test_encoder_folds_share_the_frozen_layer_cache_and_the_ensemble_is_reported(rows, tiny_backbone_dir, tmp_path):
+    from training.tagger.cache import LowerLayerCache
+
+    taxonomy = Taxonomy.load()
+    calls = []
+    original = LowerLayerCache.encode
+    LowerLayerCache.encode = lambda self, windows, pad_id, batch_size=64: calls.append(len(windows)) or original(
+        self, windows, pad_id, batch_size)
+    try:
+        config = tiny_config(tiny_backbone_dir, epochs=1, max_steps=4, freeze_embeddings=True, freeze_layers=1)
+        cv = CVConfig(folds=2)
+        folds = document_folds(rows, 2, cv.seed)
+        logits, seconds = oof_encoder(rows, folds, taxonomy, config, cv, progress=False)
+    finally:
+        LowerLayerCache.encode = original
+    assert logits.shape == (len(rows), 4) and np.isfinite(logits).all() and len(seconds) == 2
+    assert sum(calls) <= len({r["text"] for r in rows})  # every distinct paragraph runs the lower layers once
+    oof = OutOfFold(labels=taxonomy.ids, y=np.asarray([r["targets"] for r in rows], dtype=int), folds=folds,
+                    scores={"encoder": logits, "tfidf": logits * 0.5})
+    assert "ensemble" in cv_report(oof)
+    save_oof(oof, tmp_path / "oof", {"fingerprint": "abc"})
+    loaded, info = load_oof(tmp_path / "oof")
+    assert info["fingerprint"] == "abc" and np.array_equal(loaded.scores["encoder"], logits.astype(np.float64))
