@@ -20,11 +20,13 @@ TAGGER_DIR = MODELS_DIR / "taggers" / "default"
 SUMMARIZER_DIR = MODELS_DIR / "summarizer"
 SUMMARIZER_CACHE_DIR = MODELS_DIR / "cache" / "summarizer"
 REGISTRY_DIR = MODELS_DIR / "registry"
+CV_DIR = MODELS_DIR / "cv"  # cross-validation experiments: OOF scores and reports
 STORE_DIR = DATA_DIR / "store"
 
 # Third-party texts beside the repo: read at run time, never copied in.
 SHARED_DIR = Path(os.environ.get("POLICYLENS_SHARED", REPO_ROOT.parent / "shared"))
 SILVER_PATH = SHARED_DIR / "data" / "train_silver.jsonl"
+SILVER_B4_PATH = SHARED_DIR / "data" / "train_silver_b4.jsonl"  # noisier, opt-in: extra training rows only
 CORPUS_PATH = SHARED_DIR / "data" / "corpus_docs.jsonl"
 HEADLINES_PATH = SHARED_DIR / "data" / "summarization" / "news_headlines.jsonl"
 SEED_ANNOTATIONS_PATH = DATA_DIR / "seed_annotations.jsonl"

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from policylens.metrics.multilabel import binary_f1
 from policylens.taxonomy import Taxonomy
 
 SYSTEMS = ("encoder", "tfidf", "keyword")
@@ -76,13 +75,21 @@ def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def extra_outside(extra: Sequence[dict], held_out: Sequence[dict]) -> list[dict]:
+    """The extra rows from documents other than the held-out ones: another paragraph of a test
+    document would tell the model about that document."""
+    docs = {r["doc_id"] for r in held_out}
+    return [r for r in extra if r["doc_id"] not in docs]
+
+
 def oof_tfidf(rows: Sequence[dict], folds: np.ndarray, labels: list[str], extra: Sequence[dict] = ()) -> np.ndarray:
     """TF-IDF + logistic regression logits; `extra` rows only ever train, never score."""
     from training.baselines import TfidfBaseline
 
     out = np.zeros((len(rows), len(labels)), dtype=np.float64)
     for fold in np.unique(folds):
-        train = [r for r, f in zip(rows, folds) if f != fold] + list(extra)
+        held_rows = [r for r, f in zip(rows, folds) if f == fold]
+        train = [r for r, f in zip(rows, folds) if f != fold] + extra_outside(extra, held_rows)
         held = np.flatnonzero(folds == fold)
         model = TfidfBaseline(label_names=labels).fit([r["text"] for r in train], [r["targets"] for r in train])
         out[held] = model.decision_function([rows[i]["text"] for i in held])
@@ -119,7 +126,8 @@ def oof_encoder(
             train_rows = [r for r, f in zip(rows, folds) if f != fold]
             inner = split_by_document(train_rows, SplitConfig(dev=cv.inner_dev, test=0.0, seed=cv.seed + int(fold)))
             held = np.flatnonzero(folds == fold)
-            splits = {"train": inner["train"] + list(extra), "dev": inner["dev"], "test": [rows[i] for i in held]}
+            test = [rows[i] for i in held]
+            splits = {"train": inner["train"] + extra_outside(extra, test + inner["dev"]), "dev": inner["dev"], "test": test}
             # the encoder alone: the lexical model has its own OOF scores and the stack is fitted on both
             result = train_tagger(splits, taxonomy, work / f"fold{fold}", replace(config, ensemble=False), progress=progress,
                                   state_bank=bank)
@@ -166,104 +174,58 @@ def cross_validate(
     return result
 
 
-# -- scoring -------------------------------------------------------------------
+
+def experiment_key(rows: Sequence[dict], extra: Sequence[dict], tagger_config, cv: CVConfig) -> str:
+    """What decides an encoder's OOF scores: the data, the folds and the training settings."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from training.tagger.data import data_fingerprint
+
+    settings = {"data": data_fingerprint({"rows": list(rows), "extra": list(extra)}), "folds": cv.folds,
+                "seed": cv.seed, "inner_dev": cv.inner_dev,
+                "tagger": {k: v for k, v in asdict(tagger_config).items() if k not in ("num_threads", "ensemble")}}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def per_fold_f1(y: np.ndarray, pred: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """[folds, labels] F1 of each label within each fold (NaN where a fold has no positive)."""
-    table = np.full((len(np.unique(folds)), y.shape[1]), np.nan)
-    for k, fold in enumerate(np.unique(folds)):
-        mask = folds == fold
-        for j in range(y.shape[1]):
-            if y[mask, j].any():
-                table[k, j] = float(binary_f1(y[mask, j][None, :], pred[mask, j][None, :].astype(bool))[0])
-    return table
+def run_experiment(
+    rows: Sequence[dict],
+    taxonomy: Taxonomy,
+    out_dir: str | Path,
+    tagger_config=None,
+    cv: CVConfig | None = None,
+    extra: Sequence[dict] = (),
+    reuse: bool = True,
+    progress: bool = True,
+) -> tuple[OutOfFold, dict[str, Any]]:
+    """Cross-validate, save the OOF scores and the report in `out_dir`; with `reuse`, a system whose
+    scores were saved there for the same data, folds and settings is not trained again."""
+    from training.cv_report import cv_markdown, cv_report, load_oof, save_oof
+    from training.tagger import TaggerConfig
 
-
-def fold_summary(y: np.ndarray, pred: np.ndarray, folds: np.ndarray, labels: list[str]) -> dict[str, Any]:
-    """Macro-F1 and per-label F1, mean ± std over folds (the spread is what two variants must beat)."""
-    table = per_fold_f1(y, pred, folds)
-    macro = np.nanmean(table, axis=1)
-    return {
-        "macro_f1": round(float(macro.mean()), 4),
-        "macro_f1_std": round(float(macro.std(ddof=1)), 4),
-        "per_fold_macro_f1": [round(float(m), 4) for m in macro],
-        "per_label": {
-            label: {"f1": round(float(np.nanmean(table[:, j])), 4), "std": round(float(np.nanstd(table[:, j], ddof=1)), 4)}
-            for j, label in enumerate(labels)
-        },
-    }
-
-
-def system_predictions(oof: OutOfFold) -> dict[str, np.ndarray]:
-    """0/1 predictions of every system, plus the stacked ensemble when both of its inputs are there.
-
-    The ensemble's stack and thresholds are cross-fitted: each fold is predicted by a stack
-    (and thresholds) chosen on the other folds' OOF scores only.
-    """
-    from training.stack import choose_thresholds, crossfit_stack_probs
-
-    preds = {}
-    for system, scores in oof.scores.items():
-        preds[system] = scores.astype(int) if system == "keyword" else (scores > 0).astype(int)
-    if "encoder" in oof.scores and "tfidf" in oof.scores:
-        probs = crossfit_stack_probs(oof.scores["encoder"], oof.scores["tfidf"], oof.y, oof.folds)
-        pred = np.zeros_like(oof.y)
-        for fold in np.unique(oof.folds):
-            held = oof.folds == fold
-            thresholds, _ = choose_thresholds(oof.y[~held], probs[~held], oof.folds[~held])
-            pred[held] = probs[held] >= thresholds
-        preds["ensemble"] = pred
-    return preds
-
-
-def cv_report(oof: OutOfFold) -> dict[str, Any]:
-    """Per system: macro and per-label F1, mean ± std over folds, with its time and peak memory."""
-    report = {}
-    for system, pred in system_predictions(oof).items():
-        report[system] = fold_summary(oof.y, pred, oof.folds, oof.labels)
-        inputs = ("encoder", "tfidf") if system == "ensemble" else (system,)
-        report[system]["seconds"] = round(sum(oof.seconds.get(s, 0.0) for s in inputs), 1)
-        report[system]["peak_rss_mb"] = max(oof.peak_rss_mb.get(s, 0.0) for s in inputs)
-    return report
-
-
-def cv_markdown(report: dict[str, Any], labels: list[str]) -> str:
-    """One table: systems as rows, macro-F1 ± std and each label's F1 ± std as columns."""
-    head = "| system | macro-F1 | " + " | ".join(labels) + " | train s (all folds) | peak MB |"
-    lines = [head, "|" + "---|" * (len(labels) + 4)]
-    for system, row in report.items():
-        cells = [f"{row['per_label'][label]['f1']:.3f} ± {row['per_label'][label]['std']:.3f}" for label in labels]
-        lines.append(f"| {system} | **{row['macro_f1']:.3f} ± {row['macro_f1_std']:.3f}** | " + " | ".join(cells)
-                     + f" | {row['seconds']:.0f} | {row['peak_rss_mb']:.0f} |")
-    return "\n".join(lines)
-
-
-def save_oof(oof: OutOfFold, path: str | Path, info: dict[str, Any]) -> Path:
-    """OOF scores as safetensors (arrays) + JSON (labels, timings, `info` such as the data fingerprint)."""
-    from safetensors.numpy import save
-
+    cv = cv or CVConfig()
+    tagger_config = tagger_config or TaggerConfig()
+    out_dir = Path(out_dir)
+    key = experiment_key(rows, extra, tagger_config, cv)
+    saved: OutOfFold | None = None
+    if reuse and (out_dir / "oof.json").exists():
+        saved, info = load_oof(out_dir / "oof")
+        saved = saved if info.get("key") == key else None
+    todo = tuple(s for s in cv.systems if saved is None or s not in saved.scores)
+    oof = cross_validate(rows, taxonomy, tagger_config, replace(cv, systems=todo), extra, progress) if todo else saved
+    if saved is not None and todo:
+        for system in cv.systems:
+            if system not in todo:
+                oof.scores[system] = saved.scores[system]
+                oof.seconds[system] = saved.seconds.get(system, 0.0)
+                oof.peak_rss_mb[system] = saved.peak_rss_mb.get(system, 0.0)
+    save_oof(oof, out_dir / "oof", {"key": key, "rows": len(rows), "extra_rows": len(extra)})
+    report = cv_report(oof)
     from policylens.io import atomic_write, write_json
 
-    path = Path(path)
-    arrays = {"y": oof.y.astype(np.int64), "folds": oof.folds.astype(np.int64)}
-    arrays.update({f"scores.{k}": np.ascontiguousarray(v, dtype=np.float64) for k, v in oof.scores.items()})
-    with atomic_write(path.with_suffix(".safetensors"), "wb") as handle:
-        handle.write(save(arrays))
-    write_json(path.with_suffix(".json"), {"labels": oof.labels, "seconds": oof.seconds,
-                                            "peak_rss_mb": oof.peak_rss_mb, **info})
-    return path
-
-
-def load_oof(path: str | Path) -> tuple[OutOfFold, dict[str, Any]]:
-    import json
-
-    from safetensors.numpy import load_file
-
-    path = Path(path)
-    info = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    arrays = load_file(str(path.with_suffix(".safetensors")))
-    oof = OutOfFold(labels=info["labels"], y=arrays["y"], folds=arrays["folds"],
-                    scores={k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("scores.")},
-                    seconds=info.get("seconds", {}), peak_rss_mb=info.get("peak_rss_mb", {}))
-    return oof, info
+    write_json(out_dir / "report.json", report)
+    with atomic_write(out_dir / "report.md") as handle:
+        handle.write(f"# {cv.folds}-fold cross-validation, grouped by document ({len(rows)} paragraphs)\n\n")
+        handle.write(cv_markdown(report, taxonomy.ids) + "\n")
+    return oof, report

@@ -10,6 +10,7 @@ import typer
 from policylens.paths import REGISTRY_DIR as DEFAULT_REGISTRY_DIR
 from policylens.taxonomy import DEFAULT_TAXONOMY_PATH
 from training.store import DEFAULT_STORE_DIR
+from training.tagger.config import TaggerConfig  # option defaults: one source
 
 _STORE = typer.Option(DEFAULT_STORE_DIR, "--store", help="Label store folder (log.jsonl + manifest.json).")
 _TAXONOMY = typer.Option(DEFAULT_TAXONOMY_PATH, "--taxonomy", help="Taxonomy JSON file.")
@@ -126,9 +127,9 @@ def retrain(
     gate_rule: str = typer.Option("point", "--gate-rule", help="point: any drop over a margin refuses | significant: "
                                   "only if its 90% bootstrap interval is also below 0 (small test splits)."),
     backbone: Optional[str] = typer.Option(None, help="Backbone for --from backbone (default: converted multilingual-e5-small)."),
-    epochs: int = typer.Option(4),
+    epochs: int = typer.Option(TaggerConfig.epochs),
     batch_size: int = typer.Option(16),
-    learning_rate: float = typer.Option(5e-5),
+    learning_rate: float = typer.Option(TaggerConfig.learning_rate),
     max_length: int = typer.Option(256),
     freeze_layers: int = typer.Option(8, help="Freeze (and cache) the lowest N transformer layers."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after N optimiser steps (smoke runs)."),

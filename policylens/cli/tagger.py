@@ -9,6 +9,7 @@ import typer
 
 from policylens.cli._util import console, err_console, fail
 from policylens.paths import TAGGER_DIR
+from training.tagger.config import TaggerConfig  # option defaults: one source
 
 
 def _splits(data: list[Path] | None, silver: bool, dev: float, test: float, seed: int):
@@ -25,9 +26,9 @@ def train(
     data: Optional[list[Path]] = typer.Option(None, "--data", help="Extra labelled JSON Lines files."),
     silver: bool = typer.Option(True, help="Include ../shared/data/train_silver.jsonl when present."),
     backbone: Optional[str] = typer.Option(None, help="Local dir or hub id (default: converted multilingual-e5-small)."),
-    epochs: int = typer.Option(4),
+    epochs: int = typer.Option(TaggerConfig.epochs),
     batch_size: int = typer.Option(16),
-    learning_rate: float = typer.Option(5e-5),
+    learning_rate: float = typer.Option(TaggerConfig.learning_rate),
     max_length: int = typer.Option(256),
     freeze_embeddings: bool = typer.Option(True, help="Freeze the word embeddings (much faster on CPU)."),
     freeze_layers: int = typer.Option(8, help="Freeze (and cache) the lowest N transformer layers; 0 trains all."),
@@ -103,8 +104,15 @@ def evaluate(
         None, "--test", help="Score on these labelled JSON Lines files instead of the test split "
         "(e.g. paragraphs from other documents labelled by reading; labels outside the taxonomy are ignored)."),
     seed: int = typer.Option(13),
+    folds: int = typer.Option(
+        0, "--folds", help="Instead of the test split: cross-validate the default recipe (the ensemble), TF-IDF and "
+        "the keyword rules on K document folds (as `policylens cv --name default`, whose scores it reuses)."),
 ) -> None:
-    """Score the tagger and the baselines on the same test split; write JSON and a Markdown table."""
+    """Score the tagger and the baselines on the same test split (or the same CV folds); write JSON and Markdown."""
+    if folds:
+        _run_cv("default", folds, ("encoder", "tfidf", "keyword"), TaggerConfig.epochs, TaggerConfig.learning_rate,
+                TaggerConfig.freeze_layers, False, False, True, seed)
+        return
     from policylens.io import InputError
     from policylens.metrics import markdown_table
     from policylens.tagger.model_dir import TaggerMeta
@@ -135,6 +143,79 @@ def evaluate(
     console.print(f"wrote {json_path} and {md_path}")
 
 
+def cross_validate(
+    name: str = typer.Option("default", "--name", help="Experiment name: its folder under models/cv/."),
+    folds: int = typer.Option(5, min=2, help="Folds (whole documents per fold)."),
+    systems: str = typer.Option("encoder,tfidf,keyword", help="Comma-separated: encoder, tfidf, keyword; "
+                                "the ensemble is reported whenever encoder and tfidf are both there."),
+    epochs: int = typer.Option(TaggerConfig.epochs),
+    learning_rate: float = typer.Option(TaggerConfig.learning_rate),
+    freeze_layers: int = typer.Option(8, help="Freeze (and cache) the lowest N layers; 0 trains all 12."),
+    with_b4: bool = typer.Option(False, "--with-b4", help="Add ../shared/data/train_silver_b4.jsonl to every "
+                                 "training fold (never to a test fold)."),
+    write_recipe: bool = typer.Option(False, "--write-recipe", help="Write the ensemble's stack weights and "
+                                      "thresholds, chosen on these OOF scores, to data/tagger_stack.json."),
+    reuse: bool = typer.Option(True, help="Reuse OOF scores saved for the same data, folds and settings."),
+    seed: int = typer.Option(13),
+) -> None:
+    """Cross-validate the tagger and the baselines on the same document folds (seeds + silver)."""
+    _run_cv(name, folds, tuple(s.strip() for s in systems.split(",") if s.strip()), epochs, learning_rate,
+            freeze_layers, with_b4, write_recipe, reuse, seed)
+
+
+def _run_cv(name: str, folds: int, systems: tuple[str, ...], epochs: int, learning_rate: float, freeze_layers: int,
+            with_b4: bool, write_recipe: bool, reuse: bool, seed: int) -> None:
+    from policylens.dataset import default_sources, load_labelled
+    from policylens.io import InputError
+    from policylens.paths import CV_DIR, SILVER_B4_PATH
+    from policylens.taxonomy import Taxonomy
+    from training.cv import CVConfig, run_experiment
+    from training.cv_report import cv_markdown
+    from training.tagger import TaggerConfig
+
+    try:
+        taxonomy = Taxonomy.load()
+        rows = load_labelled(default_sources(), taxonomy)
+        extra = load_labelled([SILVER_B4_PATH], taxonomy) if with_b4 else []
+        for row in rows + extra:
+            row["targets"] = taxonomy.multi_hot(row["labels"])
+        cv = CVConfig(folds=folds, seed=seed, systems=systems)
+        config = TaggerConfig(epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers, seed=seed)
+        console.print(f"{folds}-fold CV over {len(rows)} paragraphs"
+                      + (f" (+{len(extra)} batch-4 rows in every training fold)" if extra else ""))
+        oof, report = run_experiment(rows, taxonomy, CV_DIR / name, config, cv, extra, reuse=reuse)
+    except (InputError, ValueError) as err:
+        fail(str(err))
+    console.print(cv_markdown(report, taxonomy.ids))
+    console.print(f"wrote {CV_DIR / name / 'report.md'}")
+    if write_recipe:
+        _write_recipe(oof, name)
+
+
+def _write_recipe(oof, name: str) -> None:
+    """The stack and thresholds the default training applies, chosen on all OOF scores of this run."""
+    from policylens.io import utc_timestamp
+    from training.stack import (
+        STACK_RECIPE_PATH,
+        choose_thresholds,
+        crossfit_stack_probs,
+        fit_stack,
+        write_recipe,
+    )
+
+    if not {"encoder", "tfidf"} <= set(oof.scores):
+        fail("--write-recipe needs both the encoder and tfidf systems")
+    stack = fit_stack(oof.scores["encoder"], oof.scores["tfidf"], oof.y)
+    probs = crossfit_stack_probs(oof.scores["encoder"], oof.scores["tfidf"], oof.y, oof.folds)
+    thresholds, evidence = choose_thresholds(oof.y, probs, oof.folds)
+    write_recipe(STACK_RECIPE_PATH, oof.labels, stack, thresholds, {
+        "experiment": name, "created": utc_timestamp(), "rows": int(len(oof.y)), "folds": int(oof.folds.max() + 1),
+        "thresholds": dict(zip(oof.labels, evidence)),
+    })
+    console.print(f"wrote {STACK_RECIPE_PATH}: thresholds {dict(zip(oof.labels, thresholds.round(2).tolist()))}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("evaluate")(evaluate)
+    app.command("cv")(cross_validate)

@@ -333,10 +333,19 @@ def model_card(meta: TaggerMeta) -> str:
     ]
     if meta.metrics:
         lines.append(markdown_table({split: report for split, report in meta.metrics.items()}, meta.taxonomy.ids))
+    if meta.stack is None:
+        how = "Thresholds were tuned and temperatures fitted on the dev split; test scores use them unchanged."
+    else:
+        stack = meta.training.get("stack") or {}
+        how = ("An ensemble: per label, p = sigmoid(a·encoder logit + b·TF-IDF logit + c), with the TF-IDF model in "
+               f"lexical.json/lexical.safetensors. a, b, c and the thresholds come from {stack.get('recipe') or 'the dev split'}"
+               + (f" (fitted on dev: {', '.join(stack['fitted_on_dev'])})" if stack.get("fitted_on_dev") else "")
+               + "; the temperatures apply to the encoder alone.")
     lines += [
         "",
-        "Thresholds were tuned and temperatures fitted on the dev split; test scores use them unchanged.",
-        "Load with `inference.predictor.Predictor(dir)` or any transformers sequence-classification API.",
+        how,
+        "Load with `inference.predictor.Predictor(dir)`; the encoder alone also loads with any transformers "
+        "sequence-classification API.",
         "",
     ]
     return "\n".join(lines)

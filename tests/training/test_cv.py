@@ -9,14 +9,11 @@ from training.cv import (
     CVConfig,
     OutOfFold,
     cross_validate,
-    cv_markdown,
-    cv_report,
     document_folds,
-    fold_summary,
-    load_oof,
     oof_encoder,
-    save_oof,
+    run_experiment,
 )
+from training.cv_report import cv_markdown, cv_report, fold_summary, load_oof, save_oof
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +74,14 @@ def test_encoder_folds_share_the_frozen_layer_cache_and_the_ensemble_is_reported
     save_oof(oof, tmp_path / "oof", {"fingerprint": "abc"})
     loaded, info = load_oof(tmp_path / "oof")
     assert info["fingerprint"] == "abc" and np.array_equal(loaded.scores["encoder"], logits.astype(np.float64))
+
+
+def test_an_experiment_is_saved_and_reused_for_the_same_data(rows, tmp_path):
+    taxonomy = Taxonomy.load()
+    cv = CVConfig(folds=3, systems=("tfidf", "keyword"))
+    oof, report = run_experiment(rows, taxonomy, tmp_path / "exp", cv=cv, progress=False)
+    assert (tmp_path / "exp" / "report.md").read_text(encoding="utf-8").count("| tfidf |") == 1
+    again, _ = run_experiment(rows, taxonomy, tmp_path / "exp", cv=cv, progress=False)
+    assert again.seconds["tfidf"] == oof.seconds["tfidf"]  # reused, not refitted
+    changed, _ = run_experiment(rows[:-3], taxonomy, tmp_path / "exp", cv=cv, progress=False)
+    assert changed.y.shape[0] == len(rows) - 3  # other data: computed afresh

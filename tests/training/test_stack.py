@@ -7,7 +7,14 @@ import pytest
 
 from policylens.io import InputError
 from policylens.tagger.ensemble import Stack
-from training.stack import choose_thresholds, crossfit_stack_probs, fit_stack, read_recipe, stack_for, write_recipe
+from training.stack import (
+    choose_thresholds,
+    crossfit_stack_probs,
+    fit_stack,
+    read_recipe,
+    stack_for,
+    write_recipe,
+)
 
 
 def synthetic(n: int = 2000, seed: int = 0):

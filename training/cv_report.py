@@ -1,0 +1,112 @@
+"""What cross-validation reports: every system's fold-by-fold F1, the ensemble cross-fitted,
+and the OOF scores on disk so variants can be compared without training again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policylens.metrics.multilabel import binary_f1
+from training.cv import OutOfFold
+
+
+def per_fold_f1(y: np.ndarray, pred: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """[folds, labels] F1 of each label within each fold (NaN where a fold has no positive)."""
+    table = np.full((len(np.unique(folds)), y.shape[1]), np.nan)
+    for k, fold in enumerate(np.unique(folds)):
+        mask = folds == fold
+        for j in range(y.shape[1]):
+            if y[mask, j].any():
+                table[k, j] = float(binary_f1(y[mask, j][None, :], pred[mask, j][None, :].astype(bool))[0])
+    return table
+
+
+def fold_summary(y: np.ndarray, pred: np.ndarray, folds: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """Macro-F1 and per-label F1, mean ± std over folds (the spread is what two variants must beat)."""
+    table = per_fold_f1(y, pred, folds)
+    macro = np.nanmean(table, axis=1)
+    return {
+        "macro_f1": round(float(macro.mean()), 4),
+        "macro_f1_std": round(float(macro.std(ddof=1)), 4),
+        "per_fold_macro_f1": [round(float(m), 4) for m in macro],
+        "per_label": {
+            label: {"f1": round(float(np.nanmean(table[:, j])), 4), "std": round(float(np.nanstd(table[:, j], ddof=1)), 4)}
+            for j, label in enumerate(labels)
+        },
+    }
+
+
+def system_predictions(oof: OutOfFold) -> dict[str, np.ndarray]:
+    """0/1 predictions of every system, plus the stacked ensemble when both of its inputs are there.
+
+    The ensemble's stack and thresholds are cross-fitted: each fold is predicted by a stack
+    (and thresholds) chosen on the other folds' OOF scores only.
+    """
+    from training.stack import choose_thresholds, crossfit_stack_probs
+
+    preds = {}
+    for system, scores in oof.scores.items():
+        preds[system] = scores.astype(int) if system == "keyword" else (scores > 0).astype(int)
+    if "encoder" in oof.scores and "tfidf" in oof.scores:
+        probs = crossfit_stack_probs(oof.scores["encoder"], oof.scores["tfidf"], oof.y, oof.folds)
+        pred = np.zeros_like(oof.y)
+        for fold in np.unique(oof.folds):
+            held = oof.folds == fold
+            thresholds, _ = choose_thresholds(oof.y[~held], probs[~held], oof.folds[~held])
+            pred[held] = probs[held] >= thresholds
+        preds["ensemble"] = pred
+    return preds
+
+
+def cv_report(oof: OutOfFold) -> dict[str, Any]:
+    """Per system: macro and per-label F1, mean ± std over folds, with its time and peak memory."""
+    report = {}
+    for system, pred in system_predictions(oof).items():
+        report[system] = fold_summary(oof.y, pred, oof.folds, oof.labels)
+        inputs = ("encoder", "tfidf") if system == "ensemble" else (system,)
+        report[system]["seconds"] = round(sum(oof.seconds.get(s, 0.0) for s in inputs), 1)
+        report[system]["peak_rss_mb"] = max(oof.peak_rss_mb.get(s, 0.0) for s in inputs)
+    return report
+
+
+def cv_markdown(report: dict[str, Any], labels: list[str]) -> str:
+    """One table: systems as rows, macro-F1 ± std and each label's F1 ± std as columns."""
+    head = "| system | macro-F1 | " + " | ".join(labels) + " | train s (all folds) | peak MB |"
+    lines = [head, "|" + "---|" * (len(labels) + 4)]
+    for system, row in report.items():
+        cells = [f"{row['per_label'][label]['f1']:.3f} ± {row['per_label'][label]['std']:.3f}" for label in labels]
+        lines.append(f"| {system} | **{row['macro_f1']:.3f} ± {row['macro_f1_std']:.3f}** | " + " | ".join(cells)
+                     + f" | {row['seconds']:.0f} | {row['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def save_oof(oof: OutOfFold, path: str | Path, info: dict[str, Any]) -> Path:
+    """OOF scores as safetensors (arrays) + JSON (labels, timings, `info` such as the data fingerprint)."""
+    from safetensors.numpy import save
+
+    from policylens.io import atomic_write, write_json
+
+    path = Path(path)
+    arrays = {"y": oof.y.astype(np.int64), "folds": oof.folds.astype(np.int64)}
+    arrays.update({f"scores.{k}": np.ascontiguousarray(v, dtype=np.float64) for k, v in oof.scores.items()})
+    with atomic_write(path.with_suffix(".safetensors"), "wb") as handle:
+        handle.write(save(arrays))
+    write_json(path.with_suffix(".json"), {"labels": oof.labels, "seconds": oof.seconds,
+                                            "peak_rss_mb": oof.peak_rss_mb, **info})
+    return path
+
+
+def load_oof(path: str | Path) -> tuple[OutOfFold, dict[str, Any]]:
+    import json
+
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    info = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    arrays = load_file(str(path.with_suffix(".safetensors")))
+    oof = OutOfFold(labels=info["labels"], y=arrays["y"], folds=arrays["folds"],
+                    scores={k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("scores.")},
+                    seconds=info.get("seconds", {}), peak_rss_mb=info.get("peak_rss_mb", {}))
+    return oof, info
