@@ -39,7 +39,8 @@ def make_splits(taxonomy: Taxonomy) -> dict[str, list[dict]]:
 def tiny_config(backbone: Path, **kw) -> TaggerConfig:
     base = dict(backbone=str(backbone), epochs=6, batch_size=8, learning_rate=3e-3, head_learning_rate=3e-3,
                 freeze_embeddings=False, freeze_layers=0, max_length=64, stride=16, patience=10, num_threads=1,
-                stack_recipe="")  # the project's recipe is for the real encoder: tiny models fit their stack on dev
+                stack_recipe="", lexical_with_b4=False)  # the project's recipe is for the real encoder: tiny models
+                # fit their stack on dev; batch 4 is shared data the tests do not depend on
     base.update(kw)
     return TaggerConfig(**base)
 
@@ -191,3 +192,18 @@ def test_real_backbone_loss_falls_in_a_few_steps(tmp_path):
     result = train_tagger(splits, taxonomy, tmp_path / "m", config, progress=False)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0]
+
+
+def test_batch_4_joins_the_lexical_model_only_from_documents_outside_dev_and_test(tmp_path, monkeypatch):
+    import json as _json
+
+    import policylens.paths
+    from training.tagger.loop import _lexical_extra
+
+    taxonomy = Taxonomy.load()
+    b4 = tmp_path / "b4.jsonl"
+    b4.write_text("\n".join(_json.dumps({"id": f"{doc}#1", "doc_id": doc, "text": "产业链供应链", "labels": ["supply_chain"]})
+                            for doc in ("d0", "d17", "d21", "other")), encoding="utf-8")
+    monkeypatch.setattr(policylens.paths, "SILVER_B4_PATH", b4)
+    extra = _lexical_extra(make_splits(taxonomy), taxonomy)  # d16-19 are dev, d20-23 test
+    assert sorted(r["doc_id"] for r in extra) == ["d0", "other"] and extra[0]["targets"] == [0, 0, 0, 1]

@@ -296,6 +296,21 @@ def _calibrate_and_save(
     return metrics, seconds
 
 
+def _lexical_extra(splits: dict[str, list[dict]], taxonomy: Taxonomy) -> list[dict]:
+    """The noisier batch 4 (../shared/data/train_silver_b4.jsonl) for the lexical model, when present: only
+    rows from documents outside dev and test, and only labels this taxonomy knows."""
+    from policylens.dataset import load_labelled
+    from policylens.paths import SILVER_B4_PATH
+
+    if not SILVER_B4_PATH.exists():
+        return []
+    held = {r["doc_id"] for name in ("dev", "test") for r in splits.get(name, [])}
+    rows = [r for r in load_labelled([SILVER_B4_PATH], taxonomy, drop_unknown_labels=True) if r["doc_id"] not in held]
+    for row in rows:
+        row["targets"] = taxonomy.multi_hot(row["labels"])
+    return rows
+
+
 def _fit_ensemble(meta: TaggerMeta, splits: dict[str, list[dict]], config: TaggerConfig,
                   dev_logits: np.ndarray, y_dev: np.ndarray) -> LexicalModel:
     """Fit the lexical model on the training split and set the stack (from the recipe, else fitted on dev)."""
@@ -303,7 +318,7 @@ def _fit_ensemble(meta: TaggerMeta, splits: dict[str, list[dict]], config: Tagge
     from training.stack import STACK_RECIPE_PATH, read_recipe, stack_for
 
     labels = meta.taxonomy.ids
-    train = splits["train"]
+    train = splits["train"] + (_lexical_extra(splits, meta.taxonomy) if config.lexical_with_b4 else [])
     lexical = TfidfBaseline(label_names=labels).fit([r["text"] for r in train], [r["targets"] for r in train]).model_
     if config.stack_recipe is None:
         recipe_path = STACK_RECIPE_PATH if STACK_RECIPE_PATH.exists() else None
