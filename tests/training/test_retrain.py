@@ -75,9 +75,15 @@ def sabotage_carbon(splits, taxonomy, output_dir, config, progress=True):
     model = AutoModelForSequenceClassification.from_pretrained(config.backbone, use_safetensors=True)
     with torch.no_grad():
         model.classifier.bias[taxonomy.index("carbon")] = -20.0
+    from policylens.tagger.lexical import LexicalModel
+
     parent = TaggerMeta.load(sabotage_carbon.parent_dir)
     parent.taxonomy = taxonomy
-    save_tagger(model, AutoTokenizer.from_pretrained(config.backbone), parent, output_dir)
+    lexical = LexicalModel.load(sabotage_carbon.parent_dir) if parent.stack else None
+    if parent.stack:  # an ensemble: switch carbon off in the stack too, leave every other label as it was
+        c = taxonomy.index("carbon")
+        parent.stack["encoder"][c], parent.stack["lexical"][c], parent.stack["bias"][c] = 0.0, 0.0, -20.0
+    save_tagger(model, AutoTokenizer.from_pretrained(config.backbone), parent, output_dir, lexical=lexical)
 
 
 def test_the_gate_refuses_a_model_that_forgets_a_domain(world, tiny_backbone_dir, tmp_path):
