@@ -6,6 +6,7 @@ The seed annotations and the shared silver file stay where they are (read-only
   add        new labelled paragraphs (validated, de-duplicated by normalised text)
   correct    new labels for existing paragraph ids (base or store)
   new_label  a domain appended to the taxonomy
+  withdraw   paragraphs taken out again (a review desk's undo of the click that added them)
 
 Each event carries a timestamp, its source file, content hashes and a chained
 `version` (sha256 of the previous version + the event), so the dataset version
@@ -48,7 +49,7 @@ DEFAULT_STORE_DIR = STORE_DIR
 LOG_FILE = "log.jsonl"
 MANIFEST_FILE = "manifest.json"
 EMPTY_VERSION = "empty"
-EVENT_TYPES = ("add", "correct", "new_label")
+EVENT_TYPES = ("add", "correct", "new_label", "withdraw")
 _MAX_ERRORS = 20
 # What a folder given to `add` stands for: its files with these suffixes, directly inside it.
 
@@ -146,6 +147,10 @@ class LabelStore:
                         if fix["id"] in by_id:
                             by_id[fix["id"]] = {**by_id[fix["id"]], "labels": list(fix["labels"]),
                                                 "corrected_in": event["version"]}
+                elif event["type"] == "withdraw":
+                    for gone in event["rows"]:
+                        if by_id.get(gone["id"], {}).get("origin") == "store":  # base rows are never withdrawn
+                            del by_id[gone["id"]]
                 if event["version"] == version:
                     break
         return [dict(row) for row in by_id.values()]
@@ -239,6 +244,50 @@ class LabelStore:
             report.version = self.version
             write_json(self.manifest_path, self.manifest())
             return report
+
+    def review(self, paragraph: dict, labels: Sequence[str] | None, *, source: str, info: dict | None = None) -> dict:
+        """Record one reviewer's decision on one paragraph as one event, written before this returns.
+
+        Why not `add`: a review desk's click must always be recorded (two reviewers setting the
+        same labels are two rows, the later wins on replay) and carry what the click saw (`info`:
+        e.g. the model version that predicted the paragraph and its predicted labels).
+        `paragraph` needs `id` and `text` (`doc_id`, `source` optional). A paragraph the store
+        holds (same id, or the same normalised text under another id) gets a `correct` row; an
+        unknown one an `add` row (its id gets a hash suffix if another text already uses it).
+        `labels=None` withdraws a paragraph that the store holds only from earlier events (an
+        undo of the click that added it); base rows cannot be withdrawn. Returns the event.
+        """
+        with self._locked():
+            taxonomy = self.taxonomy()
+            unknown = sorted(set(labels or ()) - set(taxonomy.ids))
+            if unknown:
+                raise InputError(f"unknown label(s) {unknown}; the taxonomy has {taxonomy.ids}")
+            text = normalize(str(paragraph["text"]))
+            digest = text_hash(text)
+            rows = self.rows()
+            by_id = {row["id"]: row for row in rows}
+            same = by_id.get(paragraph["id"])
+            if same is None or text_hash(same["text"]) != digest:
+                same = next((row for row in rows if text_hash(row["text"]) == digest), None)
+            extra = {"review": dict(info)} if info else {}
+            if labels is None:
+                if same is None or same["origin"] != "store":
+                    raise InputError(f"paragraph {paragraph['id']!r}: only a paragraph added by an earlier event "
+                                     "can be withdrawn")
+                event = {"type": "withdraw", "source": source, "rows": [{"id": same["id"], "text_hash": digest, **extra}]}
+            elif same is not None:
+                ordered = sorted(set(labels), key=taxonomy.index)
+                event = {"type": "correct", "source": source, "rows": [
+                    {"id": same["id"], "labels": ordered, "old_labels": same["labels"], "text_hash": digest, **extra}]}
+            else:
+                row_id = str(paragraph["id"]) if paragraph["id"] not in by_id else f"{paragraph['id']}~{digest[:8]}"
+                event = {"type": "add", "source": source, "rows": [{
+                    "id": row_id, "doc_id": str(paragraph.get("doc_id") or row_id.split("#")[0]),
+                    "source": str(paragraph.get("source") or source), "text": text,
+                    "labels": sorted(set(labels), key=taxonomy.index), "text_hash": digest, **extra}]}
+            self._append([event])
+            write_json(self.manifest_path, self.manifest())
+            return self.events()[-1]
 
     def _apply(self, rows: list[Incoming], taxonomy: Taxonomy, by_id: dict, by_hash: dict,
                report: AddReport) -> tuple[list[dict], list[dict]]:

@@ -30,6 +30,9 @@ from inference.batching import (
     Overloaded,
     RequestTimeout,
 )
+from inference.server.desk import DeskBackend, DeskConfig
+from inference.server.desk.core import Desk
+from inference.server.desk.routes import install_desk
 from inference.server.errors import (
     ERROR_RESPONSES,
     ApiError,
@@ -131,9 +134,11 @@ def _lifespan(
         )
         await service.start()
         app.state.service = service
+        await app.state.desk.start(service)
         try:
             yield
         finally:
+            app.state.desk.stop()
             await service.stop()
 
     return lifespan
@@ -251,6 +256,8 @@ def create_app(
     enable_admin: bool = True,
     preload_summarizer: bool = True,
     predictor_factory: Callable[[Path], Any] | None = None,
+    desk_backend: DeskBackend | None = None,
+    desk_config: DeskConfig | None = None,
 ) -> FastAPI:
     """A FastAPI app serving the tagger in `model_dir` (or the one `registry_pointer` names).
 
@@ -258,6 +265,8 @@ def create_app(
         not when the server starts).
     preload_summarizer: load the summariser with the model (else on the first /v1/analyze).
     predictor_factory: builds a predictor from a dir (tests inject doubles; default Predictor).
+    desk_backend, desk_config: the review desk at `/` (inference/server/desk/); without a backend
+        (label store, retraining: `policylens serve` builds one) it is read-only.
     """
     limits = ServerLimits(
         max_batch=max_batch, max_chars=max_chars, max_documents=max_documents, max_total_chars=max_total_chars,
@@ -280,6 +289,7 @@ def create_app(
     _add_ops_routes(app)
     if enable_admin:
         _add_admin_routes(app)
+    install_desk(app, Desk(desk_config or DeskConfig(), desk_backend))
     return app
 
 

@@ -134,6 +134,11 @@ class ModelService:
         assert model is not None
         return model, model.predictor.analyze(documents)
 
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the inference thread, between micro-batches: model work that is not a batch of
+        requests (the review desk tags a long document in chunks, and summarises) never runs beside one."""
+        return await asyncio.get_running_loop().run_in_executor(self._infer_pool, fn)
+
     # -- loading -------------------------------------------------------------
 
     def target_dir(self) -> Path:

@@ -141,3 +141,32 @@ def test_cli_add_reports_and_fails_with_file_line(store, tmp_path):
                                  "--name-en", "Smart manufacturing and digital transformation", "--description", "智能制造"])
     assert result.exit_code == 0, result.output
     assert "1 added" in result.output and "duplicate (skipped)" in result.output and "new label smart_mfg" in result.output
+
+
+def test_review_records_every_click_at_once_and_withdraw_undoes_an_add(store):
+    """The review desk's writes: an unknown paragraph is added, a known one (by id or by text) corrected,
+    the same labels twice are two rows (the later wins), a withdraw takes an added paragraph out again."""
+    info = {"model_version": "v0007", "predicted": ["5g"]}
+    added = store.review({"id": "up#0", "doc_id": "up", "text": "推动工业节能降碳。"}, ["carbon"], source="review-desk", info=info)
+    assert added["type"] == "add" and added["time"] and added["source"] == "review-desk"
+    assert added["rows"][0]["review"] == info and added["rows"][0]["doc_id"] == "up"
+    rows = {r["id"]: r for r in store.rows()}
+    assert rows["up#0"]["labels"] == ["carbon"] and rows["up#0"]["origin"] == "store"
+    # the seed paragraph b1#0 under another id, same text: a correction of b1#0
+    fixed = store.review({"id": "other#3", "text": "加快5G基站建设。"}, ["sme", "5g"], source="review-desk")
+    assert fixed["type"] == "correct" and fixed["rows"][0]["id"] == "b1#0" and fixed["rows"][0]["labels"] == ["5g", "sme"]
+    again = store.review({"id": "other#3", "text": "加快5G基站建设。"}, ["5g", "sme"], source="review-desk")
+    assert again["type"] == "correct" and again["version"] != fixed["version"]  # recorded, not skipped as a duplicate
+    # an id taken by another text gets a hash suffix instead of a conflict
+    clash = store.review({"id": "b1#1", "text": "推进5G网络共建共享。"}, [], source="review-desk")
+    assert clash["type"] == "add" and clash["rows"][0]["id"].startswith("b1#1~") and clash["rows"][0]["labels"] == []
+    gone = store.review({"id": "up#0", "text": "推动工业节能降碳。"}, None, source="review-desk", info={"undo_of": added["version"]})
+    assert gone["type"] == "withdraw"
+    rows = {r["id"]: r for r in store.rows()}
+    assert "up#0" not in rows and rows["b1#0"]["labels"] == ["5g", "sme"]
+    assert "up#0" in {r["id"] for r in store.rows(added["version"])}  # earlier versions still replay it
+    with pytest.raises(InputError, match="only a paragraph added"):
+        store.review({"id": "b1#0", "text": "加快5G基站建设。"}, None, source="review-desk")  # base rows stay
+    with pytest.raises(InputError, match="unknown label"):
+        store.review({"id": "x#0", "text": "推进智能制造。"}, ["smart_mfg"], source="review-desk")
+    assert store.verify() == [] and json.loads(store.manifest_path.read_text(encoding="utf-8"))["version"] == store.version
