@@ -21,8 +21,22 @@ def _record(analysis: Any, key: str) -> Record:
     return {"key": key, **analysis.to_dict()}
 
 
+def _prepare_summaries(predictor: Any, documents: Sequence[Document]) -> None:
+    """Let the summariser encode the sentences of the whole chunk in one batched pass (it caches them),
+    so the per-document summaries that follow only look embeddings up."""
+    prepare = getattr(getattr(predictor, "summarizer", None), "prepare", None)
+    if prepare is None:
+        return
+    try:
+        prepare(documents)
+    except Exception:  # noqa: BLE001 - each document's own summary then reports what went wrong
+        pass
+
+
 def analyze_chunk(predictor: Any, chunk: Sequence[tuple[str, Document]], summary: bool) -> list[Result]:
     """One batched pass; if it fails, document by document so one bad document costs only itself."""
+    if summary:
+        _prepare_summaries(predictor, [d for _, d in chunk])
     try:
         analyses = predictor.analyze([d for _, d in chunk], summary=summary)
         return [(key, _record(a, key)) for (key, _), a in zip(chunk, analyses)]

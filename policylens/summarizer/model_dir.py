@@ -71,13 +71,33 @@ def build_scorer(config: ScorerConfig):
 
 
 class SummarizerModel:
-    """A trained scorer plus its config; scores the sentences of one document."""
+    """A trained scorer plus its config; scores the sentences of one document.
+
+    meta (summarizer.json) also carries what serving needs besides the weights:
+    `encoder` (which sentence encoder the scorer was trained on, with its fingerprint),
+    `short_text_chars` (below it the lead is returned), `domain_heads` (per-domain summaries)."""
 
     def __init__(self, config: ScorerConfig, module: Any = None, meta: dict[str, Any] | None = None) -> None:
         self.config = config
         self.module = module if module is not None else build_scorer(config)
         self.module.eval()
         self.meta = meta or {}
+
+    @property
+    def short_text_chars(self) -> int:
+        """Body length (characters) below which the lead is returned (0: never)."""
+        return int(self.meta.get("short_text", {}).get("chars", 0) or 0)
+
+    @property
+    def encoder_fingerprint(self) -> str | None:
+        return (self.meta.get("encoder") or {}).get("fingerprint")
+
+    def domain_heads(self) -> Any:
+        """The trained per-domain heads (policylens.summarizer.domains.DomainHeads), or None."""
+        from policylens.summarizer.domains import DomainHeads
+
+        heads = self.meta.get("domain_heads")
+        return DomainHeads.from_dict(heads) if heads else None
 
     def scores(self, embeddings: np.ndarray, features: np.ndarray) -> np.ndarray:
         """Sigmoid relevance per sentence; inputs beyond the context window are scored in windows."""

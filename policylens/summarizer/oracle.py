@@ -22,19 +22,26 @@ def sentence_rouge(sentences: Sequence[str], reference: str) -> np.ndarray:
     return out / out.max() if len(out) and out.max() > 0 else out
 
 
-def oracle_labels(sentences: Sequence[str], reference: str, max_selected: int = 3) -> list[int]:
+def oracle_labels(sentences: Sequence[str], reference: str, max_selected: int = 3,
+                  max_chars: int | None = None) -> list[int]:
     """Greedy oracle (BertSum): add the sentence that most raises ROUGE-1 F + ROUGE-2 F
-    against the reference, stop when nothing raises it. Character-level, like char_rouge."""
+    against the reference, stop when nothing raises it. Character-level, like char_rouge.
+    max_chars: the summary's length budget (characters of the chosen sentences); only the first
+    pick may exceed it, and only when no sentence fits (as in summary selection)."""
     ref_tokens = rouge_tokens(reference)
     refs = (ngrams(ref_tokens, 1), ngrams(ref_tokens, 2))
     tokens = [rouge_tokens(s) for s in sentences]
     labels = [0] * len(sentences)
     chosen: list[int] = []
     best = 0.0
+    used = 0
+    fits_alone = max_chars is None or any(len(s) <= max_chars for s in sentences)
     for _ in range(min(max_selected, len(sentences))):
         best_i, best_gain = -1, best
         for i in range(len(sentences)):
             if labels[i]:
+                continue
+            if max_chars is not None and used + len(sentences[i]) > max_chars and (chosen or fits_alone):
                 continue
             joined = [t for j in sorted(chosen + [i]) for t in tokens[j]]
             score = ngram_f1(ngrams(joined, 1), refs[0]) + ngram_f1(ngrams(joined, 2), refs[1])
@@ -44,5 +51,6 @@ def oracle_labels(sentences: Sequence[str], reference: str, max_selected: int = 
             break
         labels[best_i] = 1
         chosen.append(best_i)
+        used += len(sentences[best_i])
         best = best_gain
     return labels

@@ -170,20 +170,29 @@ def _labels(document: Document) -> dict[str, list[str]]:
     return labels
 
 
-def test_domain_focused_summary_uses_only_that_domains_paragraphs(summarizer):
+def test_domain_summary_takes_the_domains_sentences_and_coverage_from_labels(summarizer):
     document = doc(POLICY)
     labels = _labels(document)
     summary = summarizer.summarize(document, method="textrank", domain="5g", paragraph_labels=labels, max_sentences=5)
-    assert summary.domain == "5g" and summary.sentences
-    assert all("5g" in labels[s.paragraph_id] for s in summary.sentences)
+    assert summary.domain == "5g" and summary.addressed and summary.sentences
+    assert all("5G" in s.text for s in summary.sentences)  # untrained heads: the keyword sentence leads
     assert_pointers(document, summary)
     # coverage: share of body characters per domain, largest first, and paragraph counts
     assert set(summary.domains) == {"sme", "5g"} and 0 < summary.domains["5g"] < 1
     assert list(summary.domains.values()) == sorted(summary.domains.values(), reverse=True)
     assert summary.domain_paragraphs["5g"] == 1
-    # a domain the document never mentions: empty, with a note saying so
-    none = summarizer.summarize(document, method="textrank", domain="carbon", paragraph_labels=labels)
-    assert none.sentences == [] and any("carbon" in n for n in none.notes)
+
+
+def test_a_domain_the_document_does_not_address_says_not_addressed(summarizer):
+    from inference.summarize import NOT_ADDRESSED
+
+    document = doc("关于支持中小企业发展的通知\n\n各地要培育一批专精特新中小企业。\n\n财政部要降低中小企业融资成本。\n")
+    summary = summarizer.summarize(document, method="textrank", domain="carbon")
+    assert summary.method == NOT_ADDRESSED and summary.addressed is False
+    assert summary.sentences == [] and summary.text == ""
+    assert any(n.startswith("not addressed") and "carbon" in n for n in summary.notes)
+    sme = summarizer.summarize(document, method="textrank", domain="sme")
+    assert sme.addressed and sme.method == "textrank" and sme.sentences
 
 
 def test_domain_relevance_prefers_sentences_about_the_domain(summarizer):
@@ -196,23 +205,24 @@ def test_domain_relevance_prefers_sentences_about_the_domain(summarizer):
     assert not summarizer.domain_relevance(units, embeddings, "no_such_domain").any()
 
 
-def test_domain_without_labels_or_tagger_says_so(summarizer):
+def test_domain_summary_needs_no_tagger(summarizer):
     summary = summarizer.summarize(doc(POLICY), method="textrank", domain="sme")
-    assert summary.sentences == [] and any("tagger" in n for n in summary.notes)
+    assert summary.addressed and summary.sentences and summary.domains == {}
+    assert any("中小企业" in s.text or "融资成本" in s.text or "一次性奖励" in s.text for s in summary.sentences)
 
 
-def test_domain_labels_from_a_tagger(encoder):
+def test_domain_coverage_from_a_tagger(encoder):
     class FakeTagger:  # the Predictor interface: predict(texts) -> objects with .labels
         def predict(self, texts):
             return [type("T", (), {"labels": ["carbon"] if "降碳" in t else []})() for t in texts]
 
     summarizer = Summarizer(encoder, None, tagger=FakeTagger())
     summary = summarizer.summarize(doc(POLICY), method="textrank", domain="carbon")
-    assert summary.sentences and all("新增产能" in s.text or "降碳" in s.text for s in summary.sentences)
+    assert summary.sentences and any("降碳" in s.text for s in summary.sentences)
     assert "carbon" in summary.domains
 
 
-def test_long_documents_are_summarised_per_section_then_overall(encoder):
+def test_long_documents_also_get_per_section_summaries(encoder):
     summarizer = Summarizer(encoder, None, config=SelectConfig(long_doc_chars=200))
     document = doc(POLICY)
     summary = summarizer.summarize(document, method="textrank", max_sentences=3)
@@ -320,5 +330,110 @@ def test_cli_summarize_json(tiny_dir, tmp_path, monkeypatch):
     text = (tmp_path / "policy.txt").read_text(encoding="utf-8")
     for s in row["sentences"]:
         assert normalize(text[s["start"] : s["end"]]) == s["text"]
-    result = CliRunner().invoke(app, ["summarize", str(tmp_path / "policy.txt"), "--domain", "sme"])
-    assert result.exit_code == 2 and "--model" in result.output
+    result = CliRunner().invoke(app, ["summarize", str(tmp_path / "policy.txt"), "--json", "--domain", "sme",
+                                      "--method", "textrank", "--summarizer", str(tmp_path / "none")])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout.strip().splitlines()[0])
+    assert row["domain"] == "sme" and row["addressed"] is True and row["sentences"]
+    result = CliRunner().invoke(app, ["summarize", str(tmp_path / "policy.txt"), "--domain", "no_such"])
+    assert result.exit_code == 2 and "unknown domain" in result.output
+
+
+# ---------------------------------------------------------------------------
+# short texts, encode once
+# ---------------------------------------------------------------------------
+
+
+def _scorer_with_short_text(dim: int, chars: int):
+    from policylens.summarizer.model_dir import ScorerConfig, SummarizerModel
+
+    import torch
+
+    torch.manual_seed(0)
+    return SummarizerModel(ScorerConfig(embedding_dim=dim, d_model=16, layers=1, heads=2),
+                           meta={"short_text": {"chars": chars}})
+
+
+def test_short_texts_get_the_lead_and_say_so(encoder):
+    from inference.summarize import SHORT_TEXT
+
+    document = doc(POLICY)
+    body = sum(len(u.text) for u in sentence_units(document))
+    lead = Summarizer(encoder, None).summarize(document, method="lead", max_sentences=2)
+    short = Summarizer(encoder, _scorer_with_short_text(encoder.dim, body + 1))
+    for method in ("auto", "trained"):
+        summary = short.summarize(document, method=method, max_sentences=2)
+        assert summary.method == SHORT_TEXT
+        assert [s.text for s in summary.sentences] == [s.text for s in lead.sentences]
+        assert any("short text" in n and str(body + 1) in n for n in summary.notes)
+    assert short.summarize(document, method="textrank", max_sentences=2).method == "textrank"  # asked for: kept
+    long_enough = Summarizer(encoder, _scorer_with_short_text(encoder.dim, body))  # the body is not below it
+    assert long_enough.summarize(document, max_sentences=2).method == "trained"
+    ruleless = Summarizer(encoder, _scorer_with_short_text(encoder.dim, body + 1), config=SelectConfig(short_text_rule=False))
+    assert ruleless.summarize(document, max_sentences=2).method == "trained"
+
+
+class CountingEncoder:
+    """The encoder interface, counting every sentence it is asked to encode."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls, self.encoded = inner, 0, []
+        self.name, self.dim, self.max_length, self.fingerprint = inner.name, inner.dim, inner.max_length, "count"
+
+    def encode(self, texts, progress=None):
+        self.calls += 1
+        self.encoded.extend(texts)
+        return self.inner.encode(list(texts))
+
+    def encode_query(self, text):
+        return self.inner.encode_query(text)
+
+
+def test_prepare_encodes_every_sentence_of_many_documents_once_in_one_call(encoder):
+    counting = CountingEncoder(encoder)
+    summarizer = Summarizer(counting, None)
+    first, second = doc(POLICY, "a"), doc(POLICY + "\n补充说明：各地要加快培育数据要素市场。\n", "b")
+    texts = {u.text for d in (first, second) for u in sentence_units(d)}
+    assert summarizer.prepare([first, second]) == len(texts)
+    assert counting.calls == 1 and sorted(counting.encoded) == sorted(texts)  # one batch, no repeats
+    before = summarizer.encoder.misses
+    for document in (first, second):
+        assert summarizer.summarize(document, method="textrank", max_sentences=2).sentences
+    assert counting.calls == 1 and summarizer.encoder.misses == before  # summaries only looked vectors up
+    assert summarizer.prepare([first]) == 0 and counting.calls == 1
+    # documents under the short-text length are not encoded at all: their summary is the lead
+    short = Summarizer(CountingEncoder(encoder), _scorer_with_short_text(encoder.dim, 10_000))
+    assert short.prepare([first, second]) == 0 and short.encoder.inner.calls == 0
+
+
+def test_the_batch_engine_lets_the_summariser_encode_a_whole_chunk_first():
+    from inference.batch.chunk import analyze_chunk
+
+    calls: list[tuple[str, list[str]]] = []
+
+    class FakeSummarizer:
+        def prepare(self, documents):
+            calls.append(("prepare", [d.id for d in documents]))
+
+    class FakePredictor:
+        summarizer = FakeSummarizer()
+
+        def analyze(self, documents, summary=True):
+            calls.append(("analyze", [d.id for d in documents]))
+            return [type("A", (), {"to_dict": lambda self: {"paragraphs": []}})() for _ in documents]
+
+    chunk = [("k1", doc(POLICY, "a")), ("k2", doc(TRADITIONAL, "b"))]
+    results = analyze_chunk(FakePredictor(), chunk, summary=True)
+    assert [key for key, _ in results] == ["k1", "k2"]
+    assert calls == [("prepare", ["a", "b"]), ("analyze", ["a", "b"])]  # one batched encoding, then the chunk
+    calls.clear()
+    analyze_chunk(FakePredictor(), chunk, summary=False)
+    assert calls == [("analyze", ["a", "b"])]  # no summaries asked for: nothing encoded
+
+    class Failing(FakeSummarizer):
+        def prepare(self, documents):
+            raise RuntimeError("encoder broke")
+
+    predictor = FakePredictor()
+    predictor.summarizer = Failing()
+    assert len(analyze_chunk(predictor, chunk, summary=True)) == 2  # tagging goes on; summaries report alone

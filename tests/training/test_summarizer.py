@@ -212,7 +212,7 @@ def test_trained_summariser_is_evaluated_end_to_end_on_a_tiny_set(encoder, tmp_p
     from inference.summary_eval import evaluate_summaries
 
     pairs = _pairs(24)
-    train_summarizer(tmp_path / "model", pairs=pairs, encoder=encoder, dev_size=4, train_size=16,
+    train_summarizer(tmp_path / "model", pairs=pairs, encoder=encoder, dev_size=4, train_size=16, policy_items=[],
                      cache_dir=tmp_path / "cache", log=lambda m: None)
     assert (tmp_path / "model" / "model.safetensors").exists()
     report = evaluate_summaries(max_docs=4, pairs=pairs, encoder=encoder, dev_size=4, model_dir=tmp_path / "model",
@@ -221,3 +221,86 @@ def test_trained_summariser_is_evaluated_end_to_end_on_a_tiny_set(encoder, tmp_p
     assert {("Lead-1", "1 sentence"), ("TextRank (classic)", "1 sentence"), ("Trained scorer", "1 sentence"),
             ("Lead-3", "3 sentences")} <= systems
     assert all(0 <= r.rougeL <= 1 for r in report.rows) and "| Lead-1 |" in report.markdown()
+
+
+# ---------------------------------------------------------------------------
+# policy documents: training with them, cross-validated evaluation (a tiny synthetic set)
+# ---------------------------------------------------------------------------
+
+_AIMS = ["数字经济", "先进制造业", "绿色低碳发展", "中小企业发展", "信息通信业", "产业链供应链"]
+_TASKS = {
+    "5g": "加快5G基站和千兆光网建设，扩大网络覆盖",
+    "sme": "加大对中小企业的融资支持，培育专精特新中小企业",
+    "carbon": "推动工业节能降碳，建设绿色工厂",
+    "supply_chain": "实施强链补链行动，提升产业链供应链韧性",
+}
+_FILLER = ["各部门要密切配合，形成工作合力。", "有关单位要结合实际抓好落实。", "要及时总结推广典型经验。"]
+
+
+def _policy_items(n: int = 9):
+    """Synthetic plans: purpose, a year target, numbered tasks (two domains each), safeguards; the
+    reference summary restates purpose, target and tasks, each domain's reference its task."""
+    from policylens.summarizer.policy import PolicyItem
+
+    domains = list(_TASKS)
+    items = []
+    for i in range(n):
+        aim, chosen = _AIMS[i % len(_AIMS)], [domains[i % 4], domains[(i + 1) % 4]]
+        target = f"到202{5 + i % 3}年，{aim}规模达到{10 + i}万亿元以上。"
+        tasks = "".join(f"（{'一二'[k]}）{_TASKS[d]}。{_FILLER[(i + k) % 3]}\n" for k, d in enumerate(chosen))
+        text = (f"关于推动{aim}的实施方案\n\n为加快推动{aim}，制定本方案。\n\n一、总体要求\n{target}{_FILLER[i % 3]}\n\n"
+                f"二、主要任务\n{tasks}\n三、保障措施\n各地要加强组织领导，强化资金保障。\n")
+        summary = f"本文件旨在加快推动{aim}。{target}主要任务包括{_TASKS[chosen[0]]}，{_TASKS[chosen[1]]}。"
+        items.append(PolicyItem(f"plan-{i}", text, summary, {d: f"方案提出{_TASKS[d]}。" for d in chosen}))
+    return items
+
+
+def test_policy_examples_are_labelled_against_the_written_summary(encoder, tmp_path):
+    from training.summarizer.train import build_policy_examples, windows
+
+    examples = build_policy_examples(_policy_items(3), encoder, cache_dir=tmp_path, log=lambda m: None)
+    assert len(examples) == 3
+    for e in examples:
+        picked = [u.text for u, keep in zip(e.units, e.labels) if keep]
+        assert e.genre == 1.0 and picked and sum(map(len, picked)) <= 250
+        assert any(t.startswith("到202") for t in picked)  # the target sentence is in the oracle summary
+    cut = windows(examples, 4)
+    assert sum(len(w.units) for w in cut) == sum(len(e.units) for e in examples) and max(len(w.units) for w in cut) <= 4
+
+
+def test_policy_cross_validation_end_to_end_on_a_tiny_set(encoder, tmp_path):
+    from inference.summary_eval import evaluate_policy
+    from policylens.taxonomy import Taxonomy
+    from training.summarizer.train import build_news_data, build_policy_examples, make_fold_trainer
+
+    items = _policy_items(9)
+    config = TrainConfig(epochs=2, batch_size=8, patience=0)
+    scorer = ScorerConfig(embedding_dim=encoder.dim, d_model=16, layers=1, heads=2)
+    news = build_news_data(encoder, pairs=_pairs(24), train_size=16, dev_size=4, config=config,
+                           cache_dir=tmp_path, log=lambda m: None)
+    examples = build_policy_examples(items, encoder, cache_dir=tmp_path, log=lambda m: None)
+    trained_on: list[set[str]] = []
+    inner = make_fold_trainer(news, examples, encoder, Taxonomy.load(), scorer_config=scorer, config=config,
+                              log=lambda m: None)
+
+    def train_fold(train_items):
+        trained_on.append({i.doc_id for i in train_items})
+        return inner(train_items)
+
+    report = evaluate_policy(items, train_fold=train_fold, encoder=encoder, k=3, cache_dir=tmp_path,
+                             log=lambda m: None)
+    # every fold trained without its own documents, and every document was held out once
+    assert len(trained_on) == 3 and all(len(t) == 6 for t in trained_on)
+    assert set.union(*trained_on) == {i.doc_id for i in items} and not set.intersection(*trained_on)
+    summary_rows = {r.system for r in report.rows if r.task == "summary"}
+    assert {"Lead-250 (lead sentences)", "Trained scorer", "TextRank + position", "Greedy oracle (ceiling)"} <= summary_rows
+    assert {r.system for r in report.rows if r.task == "domain"} == {
+        "First keyword sentences", "Trained domain summary", "Greedy oracle (ceiling)"}
+    for row in report.rows:
+        assert len(row.folds) == 3 and all(0 <= f["rougeL"] <= 1 for f in row.folds)
+        assert row.pooled["n"] == (9 if row.task == "summary" else 18)
+    oracle, lead = report.row("Greedy oracle (ceiling)", "summary"), report.row("Lead-250 (lead sentences)", "summary")
+    assert oracle.pooled["rougeL"] > lead.pooled["rougeL"]
+    assert report.meta["addressed"]["pairs"] == 9 * 4 and report.meta["domain_pairs"] == 18
+    text = report.markdown()
+    assert "| Trained scorer |" in text and " ± " in text and "3 folds" in text
