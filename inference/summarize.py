@@ -462,7 +462,10 @@ def _onnx_encoder(trained: Mapping[str, Any], num_threads: int | None, notes: li
     if not is_exported(directory):
         directory = encoder_dir(int(export.get("layers", DEFAULT_LAYERS)))
         if not is_exported(directory):
-            from inference.sentence_onnx import SentenceExportConfig, ensure_sentence_encoder
+            from inference.sentence_onnx import (
+                SentenceExportConfig,
+                ensure_sentence_encoder,
+            )
 
             ensure_sentence_encoder(directory, config=SentenceExportConfig(**export),
                                     log=lambda m: print(f"policylens: {m}", file=sys.stderr))
@@ -477,7 +480,11 @@ def _export_of_default_backbone() -> bool:
     """Whether the default ONNX sentence encoder was exported from the backbone in use now
     (POLICYLENS_BACKBONE may point elsewhere): only then may an untrained summariser use it."""
     from policylens.encoders.backbone import resolve_backbone
-    from policylens.summarizer.encoder import SENTENCE_ENCODER_DIR, is_exported, read_export_info
+    from policylens.summarizer.encoder import (
+        SENTENCE_ENCODER_DIR,
+        is_exported,
+        read_export_info,
+    )
 
     if not is_exported(SENTENCE_ENCODER_DIR):
         return False

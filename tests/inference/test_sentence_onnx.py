@@ -12,7 +12,11 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from inference.sentence_onnx import SentenceExportConfig, ensure_sentence_encoder, export_sentence_encoder
+from inference.sentence_onnx import (
+    SentenceExportConfig,
+    ensure_sentence_encoder,
+    export_sentence_encoder,
+)
 from policylens.io import InputError
 from policylens.summarizer.encoder import EXPORT_FILE, OnnxSentenceEncoder, is_exported
 

@@ -345,9 +345,9 @@ def test_cli_summarize_json(tiny_dir, tmp_path, monkeypatch):
 
 
 def _scorer_with_short_text(dim: int, chars: int):
-    from policylens.summarizer.model_dir import ScorerConfig, SummarizerModel
-
     import torch
+
+    from policylens.summarizer.model_dir import ScorerConfig, SummarizerModel
 
     torch.manual_seed(0)
     return SummarizerModel(ScorerConfig(embedding_dim=dim, d_model=16, layers=1, heads=2),

@@ -23,7 +23,11 @@ from policylens.summarizer.domains import (
     untrained_heads,
 )
 from policylens.summarizer.embedding_cache import CachedEncoder, sentence_key
-from policylens.summarizer.features import FEATURE_NAMES, STRUCTURE_FEATURES, hand_features
+from policylens.summarizer.features import (
+    FEATURE_NAMES,
+    STRUCTURE_FEATURES,
+    hand_features,
+)
 from policylens.summarizer.oracle import oracle_labels
 from policylens.summarizer.policy import PolicyItem, cv_folds, load_policy_items
 from policylens.summarizer.structure import genre_of, is_structured

@@ -271,7 +271,11 @@ def test_policy_examples_are_labelled_against_the_written_summary(encoder, tmp_p
 def test_policy_cross_validation_end_to_end_on_a_tiny_set(encoder, tmp_path):
     from inference.summary_eval import evaluate_policy
     from policylens.taxonomy import Taxonomy
-    from training.summarizer.train import build_news_data, build_policy_examples, make_fold_trainer
+    from training.summarizer.train import (
+        build_news_data,
+        build_policy_examples,
+        make_fold_trainer,
+    )
 
     items = _policy_items(9)
     config = TrainConfig(epochs=2, batch_size=8, patience=0)

@@ -31,7 +31,12 @@ from policylens.summarizer.features import hand_features
 from policylens.summarizer.model_dir import ScorerConfig, SummarizerModel, build_scorer
 from policylens.summarizer.news import NewsPair, load_news_pairs, split_by_date, spread
 from policylens.summarizer.oracle import oracle_labels, sentence_rouge
-from policylens.summarizer.policy import POLICY_SUMMARIES_PATH, SUMMARY_CHARS, PolicyItem, load_policy_items
+from policylens.summarizer.policy import (
+    POLICY_SUMMARIES_PATH,
+    SUMMARY_CHARS,
+    PolicyItem,
+    load_policy_items,
+)
 from policylens.summarizer.structure import genre_of, structure_prior
 from policylens.summarizer.units import SentenceUnit, sentence_units
 
