@@ -483,3 +483,72 @@ def test_the_retraining_thread_output_becomes_progress_and_other_threads_pass_th
         other.join()
     assert seen == [("caching the frozen lowest 8 layers for 120 windows", None, None), ("training", 10, 40)]
     assert not hasattr(sys.stdout, "progress") and not hasattr(sys.stderr, "progress")  # restored
+
+
+_SERVER = """
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from inference.predictor import Predictor
+from inference.server.app import create_app
+from inference.server.desk import DeskConfig
+from inference.summarize import Summarizer
+from policylens.cli.desk import TrainingBackend
+from training.store import LabelStore
+
+model, root, port = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+backend = TrainingBackend(LabelStore(root / "store", base_sources=[]), None)
+app = create_app(model, poll_seconds=0, predictor_factory=lambda d: Predictor(d, summarizer=Summarizer()),
+                 desk_backend=backend, desk_config=DeskConfig(data_dir=root / "desk"))
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+"""
+
+
+def test_a_correction_survives_the_server_being_killed_right_after_the_click(tiny_tagger_dir, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = tmp_path / "server.py"
+    script.write_text(_SERVER, encoding="utf-8")
+    server = subprocess.Popen([sys.executable, str(script), str(tiny_tagger_dir), str(tmp_path), str(port)],
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline and server.poll() is None, "the server did not start"
+            time.sleep(0.2)
+        job = httpx.post(base + "/desk/api/upload", json={"text": DOC, "title": "kill"}, timeout=30).json()
+        while job["state"] not in ("done", "failed"):
+            time.sleep(0.1)
+            job = httpx.get(f"{base}/desk/api/jobs/{job['id']}").json()
+        [key] = job["result"]
+        index = next(p["index"] for p in httpx.get(f"{base}/desk/api/docs/{key}").json()["paragraphs"] if p["kind"] == "body")
+        answer = httpx.post(base + "/desk/api/correct", json={"doc": key, "index": index, "labels": ["sme"]}, timeout=30)
+        server.send_signal(signal.SIGKILL)  # the moment the click's answer is back
+        server.wait(10)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+    assert answer.status_code == 200
+    store = LabelStore(tmp_path / "store", base_sources=[])
+    [event] = store.events()
+    assert event["version"] == answer.json()["event"]["version"] and event["rows"][0]["labels"] == ["sme"]
+    assert store.verify() == [] and json.loads(store.manifest_path.read_text(encoding="utf-8"))["version"] == event["version"]
+    assert not [p for p in (tmp_path / "store").iterdir() if p.name.endswith(".tmp")]  # no half-written file left

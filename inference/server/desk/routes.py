@@ -185,7 +185,8 @@ def page_routes(router: APIRouter) -> None:
         else:
             try:
                 models = desk.backend.models()
-                shown = version or (models["versions"][-1]["version"] if models["versions"] else None)
+                with_report = [v["version"] for v in models["versions"] if v.get("has_report")]
+                shown = version or (with_report[-1] if with_report else None)  # adopted versions have none
                 report = desk.backend.report(shown) if shown else None
             except DeskError as err:
                 problem = err.message

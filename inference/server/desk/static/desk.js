@@ -242,6 +242,8 @@
       setLabels(el, labels.includes(label) ? labels.filter((l) => l !== label) : labels.concat([label]));
     } else if (event.target.closest(".chip.none")) {
       setLabels(el, []);
+    } else if (event.target.closest(".chip.confirm")) {
+      setLabels(el, words(el.dataset.labels));
     } else if (event.target.closest(".undo")) {
       undo(el);
     }
@@ -313,10 +315,12 @@
   function showRetrain(job) {
     const box = $("#retrain-job");
     box.hidden = false;
-    $(".phase", box).textContent = job.state === "queued" ? "waiting" : job.phase;
+    const steps = job.total ? " · step " + (job.done || 0) + " of " + job.total : "";
+    $(".phase", box).textContent = (job.state === "queued" ? "waiting" : job.phase) + steps;
     const bar = $("progress", box);
     if (job.total) { bar.max = job.total; bar.value = job.done || 0; } else { bar.removeAttribute("value"); }
-    $(".elapsed", box).textContent = job.seconds + " s";
+    const seconds = Math.round(job.seconds);
+    $(".elapsed", box).textContent = Math.floor(seconds / 60) + " min " + (seconds % 60) + " s";
   }
 
   async function followRetrain(id) {
