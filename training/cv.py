@@ -148,10 +148,13 @@ def cross_validate(
     cv: CVConfig | None = None,
     extra: Sequence[dict] = (),
     progress: bool = True,
+    lexical_extra: Sequence[dict] | None = None,
 ) -> OutOfFold:
     """Out-of-fold scores of every system in `cv.systems` on the same document folds.
 
-    `extra` rows (for instance the noisier batch 4) join every training fold and never a test fold.
+    `extra` rows (for instance the noisier batch 4) join every training fold and never a test fold;
+    `lexical_extra` (default: `extra`) are the TF-IDF model's own, as the default tagger's lexical half
+    learns from batch 4 while its encoder does not.
     """
     from training.tagger import TaggerConfig
 
@@ -164,7 +167,8 @@ def cross_validate(
         if system == "keyword":
             result.scores[system] = oof_keyword(rows, taxonomy)
         elif system == "tfidf":
-            result.scores[system] = oof_tfidf(rows, result.folds, taxonomy.ids, extra)
+            result.scores[system] = oof_tfidf(rows, result.folds, taxonomy.ids,
+                                              extra if lexical_extra is None else lexical_extra)
         else:
             result.scores[system], _ = oof_encoder(
                 rows, result.folds, taxonomy, tagger_config or TaggerConfig(), cv, extra, progress
@@ -175,15 +179,19 @@ def cross_validate(
 
 
 
-def experiment_key(rows: Sequence[dict], extra: Sequence[dict], tagger_config, cv: CVConfig) -> str:
-    """What decides an encoder's OOF scores: the data, the folds and the training settings."""
+def experiment_key(rows: Sequence[dict], extra: Sequence[dict], tagger_config, cv: CVConfig,
+                   lexical_extra: Sequence[dict] | None = None) -> str:
+    """What decides the OOF scores: the data, the folds and the training settings."""
     import hashlib
     import json
     from dataclasses import asdict
 
     from training.tagger.data import data_fingerprint
 
-    settings = {"data": data_fingerprint({"rows": list(rows), "extra": list(extra)}), "folds": cv.folds,
+    data = {"rows": list(rows), "extra": list(extra)}
+    if lexical_extra is not None:
+        data["lexical_extra"] = list(lexical_extra)
+    settings = {"data": data_fingerprint(data), "folds": cv.folds,
                 "seed": cv.seed, "inner_dev": cv.inner_dev,
                 "tagger": {k: v for k, v in asdict(tagger_config).items() if k not in ("num_threads", "ensemble")}}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -198,6 +206,7 @@ def run_experiment(
     extra: Sequence[dict] = (),
     reuse: bool = True,
     progress: bool = True,
+    lexical_extra: Sequence[dict] | None = None,
 ) -> tuple[OutOfFold, dict[str, Any]]:
     """Cross-validate, save the OOF scores and the report in `out_dir`; with `reuse`, a system whose
     scores were saved there for the same data, folds and settings is not trained again."""
@@ -207,20 +216,22 @@ def run_experiment(
     cv = cv or CVConfig()
     tagger_config = tagger_config or TaggerConfig()
     out_dir = Path(out_dir)
-    key = experiment_key(rows, extra, tagger_config, cv)
+    key = experiment_key(rows, extra, tagger_config, cv, lexical_extra)
     saved: OutOfFold | None = None
     if reuse and (out_dir / "oof.json").exists():
         saved, info = load_oof(out_dir / "oof")
         saved = saved if info.get("key") == key else None
     todo = tuple(s for s in cv.systems if saved is None or s not in saved.scores)
-    oof = cross_validate(rows, taxonomy, tagger_config, replace(cv, systems=todo), extra, progress) if todo else saved
+    oof = (cross_validate(rows, taxonomy, tagger_config, replace(cv, systems=todo), extra, progress, lexical_extra)
+           if todo else saved)
     if saved is not None and todo:
         for system in cv.systems:
             if system not in todo:
                 oof.scores[system] = saved.scores[system]
                 oof.seconds[system] = saved.seconds.get(system, 0.0)
                 oof.peak_rss_mb[system] = saved.peak_rss_mb.get(system, 0.0)
-    save_oof(oof, out_dir / "oof", {"key": key, "rows": len(rows), "extra_rows": len(extra)})
+    save_oof(oof, out_dir / "oof", {"key": key, "rows": len(rows), "extra_rows": len(extra),
+                                    "lexical_extra_rows": len(extra if lexical_extra is None else lexical_extra)})
     report = cv_report(oof)
     from policylens.io import atomic_write, write_json
 

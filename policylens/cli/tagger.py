@@ -176,14 +176,20 @@ def _run_cv(name: str, folds: int, systems: tuple[str, ...], epochs: int, learni
     try:
         taxonomy = Taxonomy.load()
         rows = load_labelled(default_sources(), taxonomy)
-        extra = load_labelled([SILVER_B4_PATH], taxonomy) if with_b4 else []
-        for row in rows + extra:
-            row["targets"] = taxonomy.multi_hot(row["labels"])
-        cv = CVConfig(folds=folds, seed=seed, systems=systems)
         config = TaggerConfig(epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers, seed=seed)
+        # batch 4 trains the encoder only with --with-b4; the TF-IDF half learns from it as the default tagger's does
+        b4 = (load_labelled([SILVER_B4_PATH], taxonomy, drop_unknown_labels=True)
+              if (with_b4 or config.lexical_with_b4) and SILVER_B4_PATH.exists() else [])
+        for row in rows + b4:
+            row["targets"] = taxonomy.multi_hot(row["labels"])
+        extra = b4 if with_b4 else []
+        lexical_extra = b4 if config.lexical_with_b4 else extra
+        cv = CVConfig(folds=folds, seed=seed, systems=systems)
         console.print(f"{folds}-fold CV over {len(rows)} paragraphs"
-                      + (f" (+{len(extra)} batch-4 rows in every training fold)" if extra else ""))
-        oof, report = run_experiment(rows, taxonomy, CV_DIR / name, config, cv, extra, reuse=reuse)
+                      + (f"; +{len(extra)} batch-4 rows in every encoder training fold" if extra else "")
+                      + (f"; +{len(lexical_extra)} batch-4 rows in every TF-IDF training fold" if lexical_extra else ""))
+        oof, report = run_experiment(rows, taxonomy, CV_DIR / name, config, cv, extra, reuse=reuse,
+                                     lexical_extra=lexical_extra)
     except (InputError, ValueError) as err:
         fail(str(err))
     console.print(cv_markdown(report, taxonomy.ids))

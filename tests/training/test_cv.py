@@ -85,3 +85,20 @@ def test_an_experiment_is_saved_and_reused_for_the_same_data(rows, tmp_path):
     assert again.seconds["tfidf"] == oof.seconds["tfidf"]  # reused, not refitted
     changed, _ = run_experiment(rows[:-3], taxonomy, tmp_path / "exp", cv=cv, progress=False)
     assert changed.y.shape[0] == len(rows) - 3  # other data: computed afresh
+
+
+def test_the_lexical_model_can_learn_from_extra_rows_the_encoder_does_not_see(rows):
+    """`policylens cv` scores the TF-IDF half as the default tagger trains it: with batch 4, while the
+    encoder trains without; extra rows only ever train, and never from a held-out document."""
+    from tiny_policy_texts import NONE
+
+    taxonomy = Taxonomy.load()
+    cv = CVConfig(folds=3, systems=("tfidf",))
+    plain = cross_validate(rows, taxonomy, cv=cv, progress=False)
+    noisy = [{"id": f"x{i}", "doc_id": f"extra{i}", "text": NONE[i % 2], "labels": ["5g"],
+              "targets": taxonomy.multi_hot(["5g"])} for i in range(40)]  # 'none' texts labelled 5g, many times
+    with_extra = cross_validate(rows, taxonomy, cv=cv, progress=False, lexical_extra=noisy)
+    none_rows = [i for i, r in enumerate(rows) if r["text"] in NONE]
+    j = taxonomy.ids.index("5g")
+    assert none_rows and (with_extra.scores["tfidf"][none_rows, j] > plain.scores["tfidf"][none_rows, j] + 1).all()
+    assert len(with_extra.y) == len(rows)  # extra rows are never scored
