@@ -39,6 +39,8 @@ _ROLE = re.compile(
     r"(部长|局长|司长|主任|发言人|主持人|记者|总工程师|总经济师|书记|副|委员|代表|院长|所长|"
     r"董事长|总经理|经理|专家|教授|研究员|处长|厅长|省长|市长|主席|会长|秘书长|^问|^答)"
 )
+# Forms of address to the audience ("各位代表：" opens a work report) are not speakers, though 代表 is a role.
+_SALUTATION = re.compile(r"^(?:各位|诸位|尊敬的|亲爱的)|们$")
 _SPEAKER_LINE = re.compile(r"^(?P<who>[^。！？；，,]{1,40}?)\s*[:：]\s*$")
 _SPEAKER_PREFIX = re.compile(r"^(?P<who>[^。！？；，,:：]{1,24}?)\s*[:：]\s*(?P<rest>\S.*)$")
 
@@ -101,6 +103,8 @@ def speaker_of(line: str) -> str | None:
     if not match:
         return None
     who = match.group("who").strip()
+    if _SALUTATION.search(who):
+        return None
     if _ROLE.search(who) or " " in who or len(who) <= 4:
         return who
     return None
@@ -109,7 +113,7 @@ def speaker_of(line: str) -> str | None:
 def _inline_speaker(line: str) -> str | None:
     """'记者：……' / '肖亚庆:……' at the start of an answer paragraph."""
     match = _SPEAKER_PREFIX.match(line.strip())
-    if match and _ROLE.search(match.group("who")):
+    if match and _ROLE.search(match.group("who")) and not _SALUTATION.search(match.group("who").strip()):
         return match.group("who").strip()
     return None
 

@@ -77,6 +77,16 @@ def test_speaker_lines_set_the_speaker_of_following_paragraphs():
     assert speaker_of("以下是回复全文:") is None
 
 
+def test_a_salutation_to_the_audience_is_not_a_speaker():
+    """A work report opens with "各位代表：": 代表 is a role word, but nobody named 各位代表 speaks."""
+    text = "政府工作报告\n各位代表：\n现在，我代表国务院，向大会报告政府工作，请予审议。\n过去一年经济保持恢复发展。"
+    body = [p for p in segment(Document(id="gwr", text=text)) if p.kind == "body"]
+    assert [p.text for p in body][-2:] == ["现在，我代表国务院，向大会报告政府工作，请予审议。", "过去一年经济保持恢复发展。"]
+    assert all(p.speaker is None for p in body)
+    assert speaker_of("各位代表：") is None and speaker_of("同志们：") is None and speaker_of("女士们、先生们：") is None
+    assert speaker_of("人大代表 张三：") == "人大代表 张三"
+
+
 def test_headings_are_units_and_context_of_the_paragraphs_below():
     text = (
         "关于推动中小企业发展的通知\n"
