@@ -305,6 +305,9 @@ def build_report(
         "sizes": {split: len(split_rows) for split, split_rows in splits.items()},
         "new_rows": len(new_ids),
         "new_dev_rows": len(dev_new),
+        # a document keeps its split for good: rows of a test document re-score the gate, they never train
+        "new_train_rows": sum(row["id"] in new_ids for row in splits["train"]),
+        "new_test_rows": sum(row["id"] in new_ids for row in test),
         "metrics": metrics,
         "gate": decision.to_dict(),
         "gate_rule": config.gate.drop_rule,
@@ -312,6 +315,14 @@ def build_report(
                            for effect in ("worse", "mixed", "better")},
         "changed_examples": changed[: config.max_changed],
     }
+
+
+def _where_new_rows(report: dict[str, Any]) -> str:
+    """Where the new rows went: only those in train teach the model; those in test change the yardstick."""
+    if "new_test_rows" not in report:  # a report written before these counts were kept
+        return f"{report['new_dev_rows']} of them in dev"
+    return (f"{report['new_train_rows']} in train, {report['new_dev_rows']} in dev, {report['new_test_rows']} in the "
+            "fixed test split, where they change the labels both models are scored against but train neither")
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -326,8 +337,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         *([f"- {reason}" for reason in gate_["reasons"]] or ["- every check passed"]),
         "",
         "Data: " + ", ".join(f"{k} {v}" for k, v in report["sizes"].items()) + " rows;"
-        f" {report['new_rows']} new or relabelled rows "
-        f"({report['new_dev_rows']} of them in dev). New domains: {', '.join(report['new_domains']) or 'none'}.",
+        f" {report['new_rows']} new or relabelled rows ({_where_new_rows(report)})."
+        f" New domains: {', '.join(report['new_domains']) or 'none'}.",
         "",
         "## Fixed test split (old vs new model on the same rows)",
         "",

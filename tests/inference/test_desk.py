@@ -369,7 +369,10 @@ def test_retrain_reports_the_gate_then_promote_hot_swaps_and_rollback_returns(cl
     report = client.get(f"/desk/api/models/{version}/report").json()
     assert set(report["metrics"]) >= {"old", "new", "change_interval_90"} and "checks" in report["gate"]
     assert report["new_rows"] >= 1  # the corrections made above
+    # every new row is in exactly one split, and the page says which rows teach the model
+    assert report["new_train_rows"] + report["new_dev_rows"] + report["new_test_rows"] == report["new_rows"]
     page = client.get(f"/models?version={version}").text
+    assert f'{report["new_train_rows"]} in train (they teach the model)' in page
     assert f"Gate report of {version}" in page and "90% interval" in page and "old F1" in page
     models = client.get("/desk/api/models").json()
     assert models["current"] == "v0001"  # the desk never promotes by itself
