@@ -166,6 +166,14 @@ def test_an_uploaded_document_is_tagged_like_policylens_tag(client, doc, tiny_ta
     assert row["counts"] == {d: sum(d in p["labels"] for p in body) for d in doc["domains"]}
 
 
+def test_a_corpus_row_keeps_its_own_source_and_date_in_the_inbox(client):
+    row = {"doc_id": "news-1", "source": "news", "date": "20221214", "title": "经济观察", "text": DOC}
+    job = upload(client, files={"week.jsonl": json.dumps(row, ensure_ascii=False).encode()})
+    assert job["state"] == "done", job
+    [listed] = [r for r in client.get("/desk/api/docs").json() if r["id"] == "news-1"]
+    assert listed["source"] == "news · week.jsonl" and listed["date"] == "20221214"
+
+
 def test_progress_is_reported_chunk_by_chunk(client, tiny_tagger_dir):
     from inference.server.desk.pipeline import analyze
 

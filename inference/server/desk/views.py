@@ -78,6 +78,13 @@ def current_record(entry: Entry, states: Mapping[str, Mapping], domain: str | No
             "paragraphs": rows, "n_paragraphs": len(rows)}
 
 
+def source_text(entry: Entry) -> str:
+    """The document's own source when it names one (a corpus row's "news", "policy"), then the uploaded file."""
+    upload = entry.record.get("source") or ""
+    own = (entry.record.get("meta") or {}).get("source")
+    return f"{own} · {upload}" if isinstance(own, str) and own.strip() and own != upload else upload
+
+
 def document_row(entry: Entry, states: Mapping[str, Mapping], margin: float) -> dict[str, Any]:
     """One line of the inbox list: per-domain paragraph counts (current labels), date, source, review state."""
     counts = {label: 0 for label in domain_ids(entry)}
@@ -92,7 +99,7 @@ def document_row(entry: Entry, states: Mapping[str, Mapping], margin: float) -> 
         reviewed += state is not None and state.get("origin") == "review"
         low += low_confidence(paragraph["scores"], entry.thresholds, margin)
     return {
-        "key": entry.key, "id": entry.record["id"], "title": entry.title, "source": entry.record.get("source") or "",
+        "key": entry.key, "id": entry.record["id"], "title": entry.title, "source": source_text(entry),
         "date": entry.date, "uploaded": entry.uploaded, "model_version": entry.record.get("model_version", ""),
         "counts": counts, "paragraphs": body, "reviewed": reviewed, "low": low,
     }
