@@ -38,11 +38,15 @@ def fold_summary(y: np.ndarray, pred: np.ndarray, folds: np.ndarray, labels: lis
     }
 
 
-def system_predictions(oof: OutOfFold) -> dict[str, np.ndarray]:
-    """0/1 predictions of every system, plus the stacked ensemble when both of its inputs are there.
+ENSEMBLES = {"ensemble": "mean", "stack": "logistic"}  # reported name -> combiner; "ensemble" is the default
 
-    The ensemble's stack and thresholds are cross-fitted: each fold is predicted by a stack
-    (and thresholds) chosen on the other folds' OOF scores only.
+
+def system_predictions(oof: OutOfFold) -> dict[str, np.ndarray]:
+    """0/1 predictions of every system, plus both ensembles (the default mean of probabilities, and the
+    logistic stack) when both of their inputs are there.
+
+    Thresholds (and the stack's weights) are cross-fitted: each fold is predicted with those chosen on
+    the other folds' OOF scores only.
     """
     from training.stack import choose_thresholds, crossfit_stack_probs
 
@@ -50,13 +54,14 @@ def system_predictions(oof: OutOfFold) -> dict[str, np.ndarray]:
     for system, scores in oof.scores.items():
         preds[system] = scores.astype(int) if system == "keyword" else (scores > 0).astype(int)
     if "encoder" in oof.scores and "tfidf" in oof.scores:
-        probs = crossfit_stack_probs(oof.scores["encoder"], oof.scores["tfidf"], oof.y, oof.folds)
-        pred = np.zeros_like(oof.y)
-        for fold in np.unique(oof.folds):
-            held = oof.folds == fold
-            thresholds, _ = choose_thresholds(oof.y[~held], probs[~held], oof.folds[~held])
-            pred[held] = probs[held] >= thresholds
-        preds["ensemble"] = pred
+        for name, combine in ENSEMBLES.items():
+            probs = crossfit_stack_probs(oof.scores["encoder"], oof.scores["tfidf"], oof.y, oof.folds, combine)
+            pred = np.zeros_like(oof.y)
+            for fold in np.unique(oof.folds):
+                held = oof.folds == fold
+                thresholds, _ = choose_thresholds(oof.y[~held], probs[~held], oof.folds[~held])
+                pred[held] = probs[held] >= thresholds
+            preds[name] = pred
     return preds
 
 
@@ -65,7 +70,7 @@ def cv_report(oof: OutOfFold) -> dict[str, Any]:
     report = {}
     for system, pred in system_predictions(oof).items():
         report[system] = fold_summary(oof.y, pred, oof.folds, oof.labels)
-        inputs = ("encoder", "tfidf") if system == "ensemble" else (system,)
+        inputs = ("encoder", "tfidf") if system in ENSEMBLES else (system,)
         report[system]["seconds"] = round(sum(oof.seconds.get(s, 0.0) for s in inputs), 1)
         report[system]["peak_rss_mb"] = max(oof.peak_rss_mb.get(s, 0.0) for s in inputs)
     return report

@@ -153,18 +153,20 @@ def cross_validate(
     freeze_layers: int = typer.Option(8, help="Freeze (and cache) the lowest N layers; 0 trains all 12."),
     with_b4: bool = typer.Option(False, "--with-b4", help="Add ../shared/data/train_silver_b4.jsonl to every "
                                  "training fold (never to a test fold)."),
-    write_recipe: bool = typer.Option(False, "--write-recipe", help="Write the ensemble's stack weights and "
+    write_recipe: bool = typer.Option(False, "--write-recipe", help="Write the ensemble's combiner and "
                                       "thresholds, chosen on these OOF scores, to data/tagger_stack.json."),
+    combine: str = typer.Option("mean", help="With --write-recipe: mean (of the two probabilities, nothing "
+                                "fitted) or logistic (a stack fitted on the OOF scores)."),
     reuse: bool = typer.Option(True, help="Reuse OOF scores saved for the same data, folds and settings."),
     seed: int = typer.Option(13),
 ) -> None:
     """Cross-validate the tagger and the baselines on the same document folds (seeds + silver)."""
     _run_cv(name, folds, tuple(s.strip() for s in systems.split(",") if s.strip()), epochs, learning_rate,
-            freeze_layers, with_b4, write_recipe, reuse, seed)
+            freeze_layers, with_b4, write_recipe, reuse, seed, combine)
 
 
 def _run_cv(name: str, folds: int, systems: tuple[str, ...], epochs: int, learning_rate: float, freeze_layers: int,
-            with_b4: bool, write_recipe: bool, reuse: bool, seed: int) -> None:
+            with_b4: bool, write_recipe: bool, reuse: bool, seed: int, combine: str = "mean") -> None:
     from policylens.dataset import default_sources, load_labelled
     from policylens.io import InputError
     from policylens.paths import CV_DIR, SILVER_B4_PATH
@@ -195,12 +197,13 @@ def _run_cv(name: str, folds: int, systems: tuple[str, ...], epochs: int, learni
     console.print(cv_markdown(report, taxonomy.ids))
     console.print(f"wrote {CV_DIR / name / 'report.md'}")
     if write_recipe:
-        _write_recipe(oof, name)
+        _write_recipe(oof, name, combine)
 
 
-def _write_recipe(oof, name: str) -> None:
-    """The stack and thresholds the default training applies, chosen on all OOF scores of this run."""
+def _write_recipe(oof, name: str, combine: str) -> None:
+    """The combiner and thresholds the default training applies, chosen on all OOF scores of this run."""
     from policylens.io import utc_timestamp
+    from policylens.tagger.ensemble import COMBINES, ProbabilityMean
     from training.stack import (
         STACK_RECIPE_PATH,
         choose_thresholds,
@@ -211,14 +214,17 @@ def _write_recipe(oof, name: str) -> None:
 
     if not {"encoder", "tfidf"} <= set(oof.scores):
         fail("--write-recipe needs both the encoder and tfidf systems")
-    stack = fit_stack(oof.scores["encoder"], oof.scores["tfidf"], oof.y)
-    probs = crossfit_stack_probs(oof.scores["encoder"], oof.scores["tfidf"], oof.y, oof.folds)
+    if combine not in COMBINES:
+        fail(f"--combine must be one of {list(COMBINES)}, got {combine!r}")
+    combiner = (ProbabilityMean(len(oof.labels)) if combine == "mean"
+                else fit_stack(oof.scores["encoder"], oof.scores["tfidf"], oof.y))
+    probs = crossfit_stack_probs(oof.scores["encoder"], oof.scores["tfidf"], oof.y, oof.folds, combine)
     thresholds, evidence = choose_thresholds(oof.y, probs, oof.folds)
-    write_recipe(STACK_RECIPE_PATH, oof.labels, stack, thresholds, {
+    write_recipe(STACK_RECIPE_PATH, oof.labels, combiner, thresholds, {
         "experiment": name, "created": utc_timestamp(), "rows": int(len(oof.y)), "folds": int(oof.folds.max() + 1),
         "thresholds": dict(zip(oof.labels, evidence)),
     })
-    console.print(f"wrote {STACK_RECIPE_PATH}: thresholds {dict(zip(oof.labels, thresholds.round(2).tolist()))}")
+    console.print(f"wrote {STACK_RECIPE_PATH}: {combine}, thresholds {dict(zip(oof.labels, thresholds.round(2).tolist()))}")
 
 
 def register(app: typer.Typer) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from policylens.encoders.e5 import PASSAGE_PREFIX
 from policylens.io import InputError, publish_dir, temp_dir_beside, write_json
 from policylens.metrics import markdown_table
-from policylens.tagger.ensemble import Stack
+from policylens.tagger.ensemble import combiner_from_dict
 from policylens.tagger.lexical import LexicalModel
 from policylens.taxonomy import Taxonomy
 
@@ -223,7 +223,7 @@ class TaggerMeta:
         n = len(self.taxonomy)
         if len(self.thresholds) != n or len(self.temperature) != n:
             raise ValueError(f"thresholds/temperature must have one value per label ({n})")
-        if self.stack is not None and len(Stack.from_dict(self.stack)) != n:
+        if self.stack is not None and len(combiner_from_dict(self.stack)) != n:
             raise ValueError(f"stack must have one weight per label ({n})")
         if self.pooling not in ("max", "mean"):
             raise ValueError(f"pooling must be 'max' or 'mean', got {self.pooling!r}")
@@ -337,10 +337,15 @@ def model_card(meta: TaggerMeta) -> str:
         how = "Thresholds were tuned and temperatures fitted on the dev split; test scores use them unchanged."
     else:
         stack = meta.training.get("stack") or {}
-        how = ("An ensemble: per label, p = sigmoid(a·encoder logit + b·TF-IDF logit + c), with the TF-IDF model in "
-               f"lexical.json/lexical.safetensors. a, b, c and the thresholds come from {stack.get('recipe') or 'the dev split'}"
-               + (f" (fitted on dev: {', '.join(stack['fitted_on_dev'])})" if stack.get("fitted_on_dev") else "")
-               + "; the temperatures apply to the encoder alone.")
+        source = stack.get("recipe") or "the dev split"
+        if meta.stack.get("combine") == "mean":
+            how = ("An ensemble: per label, p = (sigmoid(encoder logit) + sigmoid(TF-IDF logit)) / 2, with the TF-IDF "
+                   f"model in lexical.json/lexical.safetensors; the thresholds come from {source}.")
+        else:
+            how = ("An ensemble: per label, p = sigmoid(a·encoder logit + b·TF-IDF logit + c), with the TF-IDF model in "
+                   f"lexical.json/lexical.safetensors. a, b, c and the thresholds come from {source}")
+            how += f" (fitted on dev: {', '.join(stack['fitted_on_dev'])})" if stack.get("fitted_on_dev") else ""
+        how += " The temperatures apply to the encoder alone."
     lines += [
         "",
         how,

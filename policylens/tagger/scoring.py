@@ -26,7 +26,7 @@ from policylens.encoders.windows import (
     tokenize_windows,
 )
 from policylens.io import InputError
-from policylens.tagger.ensemble import Stack
+from policylens.tagger.ensemble import Combiner, combiner_from_dict
 from policylens.tagger.lexical import LexicalModel
 from policylens.tagger.model_dir import (
     TOKENIZER_FILE,
@@ -219,14 +219,14 @@ class Tagger:
         """Model-dir files this scorer never reads, left out of the load-time hash check."""
         return ()
 
-    def _load_ensemble(self) -> tuple[Stack | None, LexicalModel | None]:
+    def _load_ensemble(self) -> tuple[Combiner | None, LexicalModel | None]:
         """The stack weights and lexical model of an ensemble tagger; (None, None) for an encoder-only one."""
         if self.meta.stack is None:
             return None, None
         lexical = LexicalModel.load(self.model_dir)
         if lexical.labels != self.labels:
             raise InputError(f"{self.model_dir}: the lexical model's labels {lexical.labels} differ from {self.labels}")
-        return Stack.from_dict(self.meta.stack), lexical
+        return combiner_from_dict(self.meta.stack), lexical
 
     def smoke_test(self) -> None:
         """Score the built-in smoke set; InputError unless every score is finite and in [0, 1]."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from policylens.io import InputError
-from policylens.tagger.ensemble import Stack
+from policylens.tagger.ensemble import ProbabilityMean, Stack, combiner_from_dict
 from training.stack import (
     choose_thresholds,
     crossfit_stack_probs,
@@ -65,11 +65,29 @@ def test_recipe_round_trip_and_labels_it_lacks_are_fitted_on_dev(tmp_path):
     stack = Stack(encoder=[1.5, 0.2], lexical=[0.3, 2.0], bias=[-0.5, 0.1])
     path = write_recipe(tmp_path / "recipe.json", ["a", "b"], stack, np.array([0.4, 0.5]), {"cv": "test"})
     recipe = read_recipe(path)
-    assert recipe["a"] == {"encoder": 1.5, "lexical": 0.3, "bias": -0.5, "threshold": 0.4}
-    del recipe["b"]  # a new domain the recipe was not chosen for
+    assert recipe.combine == "logistic" and recipe.labels["a"] == {"encoder": 1.5, "lexical": 0.3, "bias": -0.5, "threshold": 0.4}
+    del recipe.labels["b"]  # a new domain the recipe was not chosen for
     chosen, thresholds, from_dev = stack_for(["a", "b"], recipe, encoder, lexical, y)
     assert from_dev == ["b"] and chosen.encoder[0] == 1.5 and thresholds.tolist() == [0.4, 0.5]
     assert chosen.encoder[1] == pytest.approx(fit_stack(encoder, lexical, y).encoder[1])
+
+
+def test_a_mean_recipe_fits_nothing_and_a_new_domain_gets_a_flat_half(tmp_path):
+    encoder, lexical, y = synthetic(400)
+    path = write_recipe(tmp_path / "recipe.json", ["a", "b"], ProbabilityMean(2), np.array([0.4, 0.5]), {})
+    recipe = read_recipe(path)
+    assert recipe.combine == "mean" and recipe.labels == {"a": {"threshold": 0.4}, "b": {"threshold": 0.5}}
+    chosen, thresholds, from_dev = stack_for(["a", "b", "new"], recipe, encoder[:, [0, 1, 1]], lexical[:, [0, 1, 1]], y[:, [0, 1, 1]])
+    assert isinstance(chosen, ProbabilityMean) and len(chosen) == 3 and from_dev == []
+    assert thresholds.tolist() == [0.4, 0.5, 0.5]
+    # the mean of the two probabilities, whatever the logits' scale
+    probs = chosen.probs(np.array([[4.0, -4.0, 0.0]]), np.array([[-4.0, -4.0, 2.0]]))
+    expected = (1 / (1 + np.exp(-np.array([4.0, -4.0, 0.0]))) + 1 / (1 + np.exp(-np.array([-4.0, -4.0, 2.0])))) / 2
+    np.testing.assert_allclose(probs[0], expected, atol=1e-6)
+    assert combiner_from_dict(chosen.to_dict()) == chosen  # what policylens.json stores
+    assert isinstance(combiner_from_dict({"encoder": [1.0], "lexical": [1.0], "bias": [0.0]}), Stack)  # older models
+    with pytest.raises(ValueError, match="unknown combine"):
+        combiner_from_dict({"combine": "max", "labels": 3})
 
 
 def test_a_broken_recipe_is_named(tmp_path):
@@ -79,6 +97,9 @@ def test_a_broken_recipe_is_named(tmp_path):
         read_recipe(path)
     path.write_text(json.dumps({"format": "policylens-stack-recipe/1", "labels": {"a": {"encoder": "x"}}}))
     with pytest.raises(InputError, match="'a' needs numeric"):
+        read_recipe(path)
+    path.write_text(json.dumps({"format": "policylens-stack-recipe/1", "combine": "max", "labels": {}}))
+    with pytest.raises(InputError, match="unknown combine 'max'"):
         read_recipe(path)
 
 

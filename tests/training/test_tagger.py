@@ -98,6 +98,28 @@ def test_a_recipe_sets_the_stack_and_thresholds(tiny_backbone_dir, tmp_path):
     assert meta.thresholds == [0.5, 0.4, 0.5, 0.5] and meta.training["stack"]["fitted_on_dev"] == []
 
 
+def test_a_mean_recipe_makes_a_tagger_that_averages_the_two_probabilities(tiny_backbone_dir, tmp_path):
+    from policylens.tagger.ensemble import ProbabilityMean
+    from training.stack import write_recipe
+
+    taxonomy = Taxonomy.load()
+    recipe = write_recipe(tmp_path / "recipe.json", taxonomy.ids, ProbabilityMean(4), np.array([0.5, 0.45, 0.5, 0.5]), {})
+    config = tiny_config(tiny_backbone_dir, epochs=1, max_steps=2, stack_recipe=str(recipe))
+    splits = make_splits(taxonomy)
+    result = train_tagger(splits, taxonomy, tmp_path / "m", config, progress=False)
+    meta = TaggerMeta.load(result.model_dir)
+    assert meta.stack == {"combine": "mean", "labels": 4} and meta.thresholds == [0.5, 0.45, 0.5, 0.5]
+    loaded = Predictor(result.model_dir, backend="torch", num_threads=1)
+    texts = [row["text"] for row in splits["test"]]
+    from policylens.chinese import normalize
+    from policylens.tagger.lexical import LexicalModel
+
+    lexical = LexicalModel.load(result.model_dir).decision_function([normalize(t) for t in texts])
+    encoder = loaded.logits(texts)
+    expected = (1 / (1 + np.exp(-encoder)) + 1 / (1 + np.exp(-lexical))) / 2
+    np.testing.assert_allclose(loaded.predict_proba(texts), expected, atol=1e-5)
+
+
 def test_predictor_tags_unseen_wording_and_pools_long_paragraphs(trained):
     result, _ = trained
     predictor = Predictor(result.model_dir, num_threads=1)

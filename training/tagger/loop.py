@@ -26,7 +26,7 @@ from policylens.calibration import sigmoid
 from policylens.encoders.windows import pad_batch, pool_windows, tokenize_windows
 from policylens.io import write_json
 from policylens.metrics.multilabel import macro_f1
-from policylens.tagger.ensemble import Stack
+from policylens.tagger.ensemble import combiner_from_dict
 from policylens.tagger.lexical import LexicalModel
 from policylens.tagger.model_dir import TaggerMeta, save_tagger
 from policylens.tagger.scoring import torch_window_logits
@@ -264,7 +264,7 @@ def _calibrate_and_save(
     def probs(texts: list[str], logits: np.ndarray) -> np.ndarray:
         if lexical is None:
             return sigmoid(logits / np.asarray(meta.temperature))
-        return Stack.from_dict(meta.stack).probs(logits, lexical.decision_function(texts))
+        return combiner_from_dict(meta.stack).probs(logits, lexical.decision_function(texts))
 
     thresholds = np.asarray(meta.thresholds)
     dev_probs = probs(dev_texts, dev_logits)
@@ -315,7 +315,7 @@ def _fit_ensemble(meta: TaggerMeta, splits: dict[str, list[dict]], config: Tagge
                   dev_logits: np.ndarray, y_dev: np.ndarray) -> LexicalModel:
     """Fit the lexical model on the training split and set the stack (from the recipe, else fitted on dev)."""
     from training.baselines import TfidfBaseline
-    from training.stack import STACK_RECIPE_PATH, read_recipe, stack_for
+    from training.stack import STACK_RECIPE_PATH, Recipe, read_recipe, stack_for
 
     labels = meta.taxonomy.ids
     train = splits["train"] + (_lexical_extra(splits, meta.taxonomy) if config.lexical_with_b4 else [])
@@ -324,11 +324,12 @@ def _fit_ensemble(meta: TaggerMeta, splits: dict[str, list[dict]], config: Tagge
         recipe_path = STACK_RECIPE_PATH if STACK_RECIPE_PATH.exists() else None
     else:
         recipe_path = Path(config.stack_recipe) if config.stack_recipe else None
-    recipe = read_recipe(recipe_path) if recipe_path else {}
+    recipe = read_recipe(recipe_path) if recipe_path else Recipe()  # no recipe: a logistic stack fitted on dev
     dev_lexical = lexical.decision_function([r["text"] for r in splits["dev"]])
     stack, thresholds, from_dev = stack_for(labels, recipe, dev_logits, dev_lexical, y_dev)
     meta.stack, meta.thresholds = stack.to_dict(), [float(t) for t in thresholds]
-    meta.training["stack"] = {"recipe": str(recipe_path) if recipe else None, "fitted_on_dev": from_dev}
+    meta.training["stack"] = {"recipe": str(recipe_path) if recipe_path else None, "combine": recipe.combine,
+                              "fitted_on_dev": from_dev}
     return lexical
 
 
