@@ -51,6 +51,9 @@ class TrainingBackend:
 
     # -- reading --------------------------------------------------------------
 
+    def split_of(self, doc_id: str) -> str | None:
+        return self.registry.split_assignments().get(doc_id) if self.registry else None
+
     def status(self) -> dict[str, Any]:
         return {
             "store": str(self.store.root), "store_version": self.store.version,

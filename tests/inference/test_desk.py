@@ -174,6 +174,20 @@ def test_a_corpus_row_keeps_its_own_source_and_date_in_the_inbox(client):
     assert listed["source"] == "news · week.jsonl" and listed["date"] == "20221214"
 
 
+def test_a_test_split_document_says_so_before_it_is_corrected(tiny_tagger_dir, tiny_backbone_dir, tmp_path):
+    backend, pointer = make_world(tmp_path, tiny_tagger_dir, tiny_backbone_dir)
+    backend.registry.record_splits({"notice": "test", "other": "train"}, "v0001")
+    assert backend.split_of("notice") == "test" and backend.split_of("other") == "train" and backend.split_of("new") is None
+    with TestClient(desk_app(pointer, backend, write_token=TOKEN, data_dir=tmp_path / "desk")) as client:
+        keys = {}
+        for name in ("notice", "other"):
+            job = upload(client, files={f"{name}.txt": DOC.encode()})
+            assert job["state"] == "done", job
+            [keys[name]] = [r["key"] for r in client.get("/desk/api/docs").json() if r["id"] == name]
+        assert 'id="test-split-note"' in client.get(f"/doc/{keys['notice']}").text
+        assert 'id="test-split-note"' not in client.get(f"/doc/{keys['other']}").text
+
+
 def test_progress_is_reported_chunk_by_chunk(client, tiny_tagger_dir):
     from inference.server.desk.pipeline import analyze
 

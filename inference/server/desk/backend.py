@@ -50,6 +50,9 @@ class DeskBackend(Protocol):
     def to_review(self, candidates: Sequence[dict], n: int) -> list[dict]:
         """Up to `n` of `candidates` worth reviewing, best first: [{id, uncertainty}] (uncertain and diverse)."""
 
+    def split_of(self, doc_id: str) -> str | None:
+        """The fixed split (train, dev, test) a registered version put this document in; None if none has."""
+
     def retrain(self, progress: Progress) -> dict[str, Any]:
         """Train, gate and register a new version (never promoted here). Returns {version, report}."""
 

@@ -156,11 +156,12 @@ def page_routes(router: APIRouter) -> None:
         states = desk.states([entry])
         extra = [label for state in states.values() for label in state["labels"]]
         serving = desk.served().version
+        split = desk.backend.split_of(entry.record["id"]) if desk.backend is not None else None
         return _html(request, "document.html", {
             "page": "document", "entry": entry, "record": entry.record, "paragraphs": paragraph_views(entry, states, desk.config.low_confidence),
             "domains": domain_ids(entry, extra), "domain": domain or "", "serving": serving,
             "stale": entry.record.get("model_version") != serving,
-            "sentences": _summary_links(entry.record),
+            "sentences": _summary_links(entry.record), "split": split,
         })
 
     @router.get("/review", response_class=HTMLResponse, include_in_schema=False)
