@@ -97,25 +97,26 @@ def heading_level(line: str, max_chars: int = 50) -> int | None:
     return None
 
 
+def _speaker(who: str, *, loose: bool) -> str | None:
+    """`who` when it names a speaker: a role word (or, `loose`, a short or spaced name), never a salutation."""
+    who = who.strip()
+    if _SALUTATION.search(who):
+        return None
+    if _ROLE.search(who) or (loose and (" " in who or len(who) <= 4)):
+        return who
+    return None
+
+
 def speaker_of(line: str) -> str | None:
     """The speaker named by a bare speaker line ("记者:"), else None."""
     match = _SPEAKER_LINE.match(line.strip())
-    if not match:
-        return None
-    who = match.group("who").strip()
-    if _SALUTATION.search(who):
-        return None
-    if _ROLE.search(who) or " " in who or len(who) <= 4:
-        return who
-    return None
+    return _speaker(match.group("who"), loose=True) if match else None
 
 
 def _inline_speaker(line: str) -> str | None:
     """'记者：……' / '肖亚庆:……' at the start of an answer paragraph."""
     match = _SPEAKER_PREFIX.match(line.strip())
-    if match and _ROLE.search(match.group("who")) and not _SALUTATION.search(match.group("who").strip()):
-        return match.group("who").strip()
-    return None
+    return _speaker(match.group("who"), loose=False) if match else None
 
 
 def _balanced_chunks(text: str, max_chars: int) -> list[tuple[int, int]]:

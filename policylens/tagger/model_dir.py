@@ -28,7 +28,7 @@ from typing import Any
 from policylens.encoders.e5 import PASSAGE_PREFIX
 from policylens.io import InputError, publish_dir, temp_dir_beside, write_json
 from policylens.metrics import markdown_table
-from policylens.tagger.ensemble import combiner_from_dict
+from policylens.tagger.ensemble import ProbabilityMean, combiner_from_dict
 from policylens.tagger.lexical import LexicalModel
 from policylens.taxonomy import Taxonomy
 
@@ -338,7 +338,7 @@ def model_card(meta: TaggerMeta) -> str:
     else:
         stack = meta.training.get("stack") or {}
         source = stack.get("recipe") or "the dev split"
-        if meta.stack.get("combine") == "mean":
+        if isinstance(combiner_from_dict(meta.stack), ProbabilityMean):
             how = ("An ensemble: per label, p = (sigmoid(encoder logit) + sigmoid(TF-IDF logit)) / 2, with the TF-IDF "
                    f"model in lexical.json/lexical.safetensors; the thresholds come from {source}.")
         else:

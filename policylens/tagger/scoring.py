@@ -208,7 +208,7 @@ class Tagger:
         self._temperature = np.asarray(self.meta.temperature, dtype=np.float32)
         self._windows = WindowTokenizer(self.model_dir, self.meta)
         self._scorer = self._load_scorer()
-        self._stack, self._lexical = self._load_ensemble()
+        self._combiner, self._lexical = self._load_ensemble()
         # Files overwritten or truncated since they were recorded are refused, even when they still
         # parse (random bytes over a tensor load fine).
         if check_files:
@@ -220,7 +220,7 @@ class Tagger:
         return ()
 
     def _load_ensemble(self) -> tuple[Combiner | None, LexicalModel | None]:
-        """The stack weights and lexical model of an ensemble tagger; (None, None) for an encoder-only one."""
+        """The combiner and lexical model of an ensemble tagger; (None, None) for an encoder-only one."""
         if self.meta.stack is None:
             return None, None
         lexical = LexicalModel.load(self.model_dir)
@@ -277,9 +277,9 @@ class Tagger:
         """Calibrated probabilities of already-normalised texts: the stack of encoder and lexical
         logits for an ensemble, the temperature-scaled encoder alone otherwise."""
         encoder = self._logits_normalized(texts)
-        if self._stack is None:
+        if self._combiner is None:
             return sigmoid(encoder / self._temperature)
-        return self._stack.probs(encoder, self._lexical.decision_function(texts))
+        return self._combiner.probs(encoder, self._lexical.decision_function(texts))
 
     def calibrated_encoder_proba(self, texts: Sequence[str]) -> np.ndarray:
         """The encoder alone, temperature-calibrated: what the tagger scores without its lexical half."""

@@ -84,6 +84,15 @@ def _encode(texts: list[str], encoder: Any, cache_dir: Path | None, log: Callabl
     return encode_cached(encoder, texts, cache_dir, log=log) if cache_dir else encoder.encode(texts)
 
 
+def _embed_documents(docs: list[tuple[Any, list]], encoder: Any, cache_dir: Path | None,
+                     log: Callable[[str], None]) -> list[np.ndarray]:
+    """Every sentence of every (item, units) document embedded in one batch (cached), split back per document."""
+    texts = [u.text for _, units in docs for u in units]
+    vectors = _encode(texts, encoder, cache_dir, log)
+    ends = np.cumsum([len(units) for _, units in docs])
+    return np.split(vectors, ends[:-1]) if docs else []
+
+
 def build_examples(pairs: Sequence[NewsPair], encoder: Any, *, max_sentences: int = 64,
                    cache_dir: Path | None = SUMMARIZER_CACHE_DIR, log: Callable[[str], None] = print) -> list[Example]:
     """News: segment, cut to the first `max_sentences` sentences, embed (cached), label by oracle vs the headline."""
@@ -92,13 +101,9 @@ def build_examples(pairs: Sequence[NewsPair], encoder: Any, *, max_sentences: in
         units = sentence_units(pair.document())[:max_sentences]
         if units:
             docs.append((pair, units))
-    texts = [u.text for _, units in docs for u in units]
-    log(f"  {len(docs)} documents, {len(texts)} sentences")
-    vectors = _encode(texts, encoder, cache_dir, log)
-    examples, k = [], 0
-    for pair, units in docs:
-        emb = vectors[k : k + len(units)]
-        k += len(units)
+    log(f"  {len(docs)} documents, {sum(len(units) for _, units in docs)} sentences")
+    examples = []
+    for (pair, units), emb in zip(docs, _embed_documents(docs, encoder, cache_dir, log)):
         texts = [u.text for u in units]
         labels = np.asarray(oracle_labels(texts, pair.headline), dtype=np.float32)
         examples.append(Example(f"news-{pair.index}", units, emb, hand_features(units, emb, 0.0), labels,
@@ -113,13 +118,9 @@ def build_policy_examples(items: Sequence[PolicyItem], encoder: Any, *, budget: 
     written summary under the summary's own budget (`budget` characters)."""
     docs = [(item, sentence_units(item.document())) for item in items]
     docs = [(item, units) for item, units in docs if units]
-    texts = [u.text for _, units in docs for u in units]
-    log(f"  {len(docs)} policy documents, {len(texts)} sentences")
-    vectors = _encode(texts, encoder, cache_dir, log)
-    examples, k = [], 0
-    for item, units in docs:
-        emb = vectors[k : k + len(units)]
-        k += len(units)
+    log(f"  {len(docs)} policy documents, {sum(len(units) for _, units in docs)} sentences")
+    examples = []
+    for (item, units), emb in zip(docs, _embed_documents(docs, encoder, cache_dir, log)):
         texts = [u.text for u in units]
         genre = genre_of(units, item.source)
         labels = np.asarray(oracle_labels(texts, item.summary, max_selected=max_selected, max_chars=budget),

@@ -31,10 +31,10 @@ class TaggerConfig:
     seed: int = 13
     num_threads: int | None = None
     max_steps: int | None = None  # cap for smoke tests
-    # the encoder + TF-IDF ensemble (policylens/tagger/ensemble.py); its stack weights and thresholds
-    # come from a recipe chosen on out-of-fold predictions (default: data/tagger_stack.json)
+    # the encoder + TF-IDF ensemble (policylens/tagger/ensemble.py); its combiner (mean or logistic stack) and
+    # thresholds come from a recipe chosen on out-of-fold predictions (default: data/tagger_stack.json)
     ensemble: bool = True
-    stack_recipe: str | None = None  # None: data/tagger_stack.json when present; "": none, fit every label on dev
+    stack_recipe: str | None = None  # None: data/tagger_stack.json when present; "": none, a logistic stack fitted on dev
     # the lexical model also learns from the noisier batch 4 (../shared/data/train_silver_b4.jsonl) when it is there:
     # +0.006 TF-IDF macro-F1 in 5-fold CV, supply_chain +0.018 (docs/tagger.md)
     lexical_with_b4: bool = True

@@ -264,6 +264,7 @@ def _calibrate_and_save(
     def probs(texts: list[str], logits: np.ndarray) -> np.ndarray:
         if lexical is None:
             return sigmoid(logits / np.asarray(meta.temperature))
+        # from the stored (rounded) weights, so these scores are exactly what the saved model gives
         return combiner_from_dict(meta.stack).probs(logits, lexical.decision_function(texts))
 
     thresholds = np.asarray(meta.thresholds)
@@ -313,7 +314,8 @@ def _lexical_extra(splits: dict[str, list[dict]], taxonomy: Taxonomy) -> list[di
 
 def _fit_ensemble(meta: TaggerMeta, splits: dict[str, list[dict]], config: TaggerConfig,
                   dev_logits: np.ndarray, y_dev: np.ndarray) -> LexicalModel:
-    """Fit the lexical model on the training split and set the stack (from the recipe, else fitted on dev)."""
+    """Fit the lexical model on the training split and set the combiner and thresholds from the recipe (without
+    one, or for a logistic stack's labels it lacks, fitted on dev)."""
     from training.baselines import TfidfBaseline
     from training.stack import STACK_RECIPE_PATH, Recipe, read_recipe, stack_for
 
