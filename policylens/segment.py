@@ -2,8 +2,10 @@
 
 Real policy texts are messy: some have one paragraph per line, some (scraped
 news) have no line breaks at all, press conferences alternate speaker lines
-and answers, plans nest 一、 / （一） / 1. headings, and scraped pages keep
-share buttons and font-size widgets. Each rule below exists for one of those.
+and answers, plans nest 一、 / （一） / 1. headings, scraped pages keep
+share buttons and font-size widgets, PDF conversions break every line at the
+page width and leave page numbers mid-sentence, and Wikisource appends its
+licence. Each rule below exists for one of those.
 """
 
 from __future__ import annotations
@@ -71,6 +73,89 @@ class SegmentConfig:
             raise ValueError(f"max_chars must be >= 20, got {self.max_chars}")
         if not 1 <= self.heading_max_chars <= self.max_chars:
             raise ValueError(f"heading_max_chars must be in 1..max_chars, got {self.heading_max_chars}")
+
+
+# A line starting with one of these continues the line before it (no sentence starts with them).
+_CONTINUES = re.compile(r"^[、，,。；;：:．.）)》」』”’%]")
+# A bare page number a PDF conversion left inside a wrapped sentence ("…开\n4\n展…", "- 12 -").
+_PAGE_NUMBER = re.compile(r"^[-—–－\s]*\d{1,3}[-—–－\s]*$")
+# The licence footer Wikisource puts under every government text ("本作品是中华人民共和国的法律…公有领域").
+_LICENCE_FOOTER = re.compile(r"^本作品")
+_LICENCE_WORDS = ("公有领域", "Public domain")
+
+
+def _unclosed(line: str) -> bool:
+    """An opening bracket or book-title mark without its closer: the sentence goes on in the next line."""
+    return line.count("（") + line.count("(") > line.count("）") + line.count(")") or line.count("《") > line.count("》")
+
+
+def _wrap_width(lines: list[str]) -> int | None:
+    """The line width of a hard-wrapped text (a PDF conversion breaks every line at ~30-40 characters),
+    or None when the lines are whole paragraphs.
+
+    A wrapped text has many lines of about the same length that end mid-sentence.
+    """
+    lengths = sorted(len(line) for line in lines if len(line) >= 10)
+    if len(lengths) < 8:
+        return None
+    width = lengths[int(0.8 * (len(lengths) - 1))]
+    if width > 120:
+        return None
+    full_open = sum(1 for line in lines if len(line) >= 0.85 * width and not _TERMINAL.search(line))
+    return width if full_open >= 0.3 * len(lengths) else None
+
+
+def _join_breaks(span: str) -> str:
+    """A wrapped span as one line: breaks vanish between Chinese characters, page numbers go, and only two
+    Latin words keep a space between them."""
+    span = re.sub(r"\n[-—–－\s]*\d{1,3}[-—–－\s]*\n", "\n", span)
+
+    def joiner(match: re.Match[str]) -> str:
+        before, after = match.string[match.start() - 1 : match.start()], match.string[match.end() : match.end() + 1]
+        return " " if before.isascii() and before.isalpha() and after.isascii() and after.isalpha() else ""
+
+    return re.sub(r"[ \t\u3000]*\n\s*", joiner, span)
+
+
+def _merge_wrapped(text: str, lines: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Join the lines of one paragraph that a PDF conversion or a web page's inline links broke apart.
+
+    A line joins the one before it when nothing but a line break (or a bare page number) separates
+    them, the one before does not end its sentence, the line is not a heading or a speaker, and:
+    it starts with punctuation that only continues a sentence, or the line before leaves a bracket
+    open, or the text is hard-wrapped and the line before is full width.
+    """
+    width = _wrap_width([norm for _, _, norm in lines])
+    merged: list[tuple[int, int, str]] = []
+    last_piece = ""  # the last physical line of merged[-1]: its width tells a wrap from a paragraph end
+    for start, end, norm in lines:
+        if merged:
+            prev_start, prev_end, prev_norm = merged[-1]
+            gap = text[prev_end:start]
+            joins = (
+                (gap.count("\n") == 1 or _PAGE_NUMBER.match(gap.strip() or "x"))
+                and not _TERMINAL.search(prev_norm)
+                and heading_level(norm) is None
+                and speaker_of(norm) is None
+                and (_CONTINUES.match(norm) or _unclosed(prev_norm)
+                     or (width is not None and len(last_piece) >= 0.65 * width))
+            )
+            if joins:
+                merged[-1] = (prev_start, end, normalize(_join_breaks(text[prev_start:end])))
+                last_piece = norm
+                continue
+        merged.append((start, end, norm))
+        last_piece = norm
+    return merged
+
+
+def _drop_licence_footer(lines: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Cut Wikisource's licence footer: from a last line starting 本作品 to the end, when it names the public domain."""
+    for i in range(len(lines) - 1, -1, -1):
+        if _LICENCE_FOOTER.match(lines[i][2]):
+            tail = "".join(norm for _, _, norm in lines[i:])
+            return lines[:i] if len(tail) < 600 and any(word in tail for word in _LICENCE_WORDS) else lines
+    return lines
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
@@ -179,7 +264,9 @@ def segment(document: Document, config: SegmentConfig | None = None) -> list[Par
     # nothing left after normalising (a lone U+2002, zero-width joiners): not a paragraph
     lines = [line for line in lines if has_text(line[2])]
     if config.drop_boilerplate:
-        lines = [line for line in lines if not is_boilerplate(line[2])]
+        lines = [line for line in lines if not is_boilerplate(line[2]) and not _PAGE_NUMBER.match(line[2])]
+        lines = _drop_licence_footer(lines)
+    lines = _merge_wrapped(text, lines)
 
     paragraphs: list[Paragraph] = []
     headings: dict[int, str] = {}  # level -> heading text, the active heading path
@@ -194,7 +281,7 @@ def segment(document: Document, config: SegmentConfig | None = None) -> list[Par
                 id=f"{document.id}#{len(paragraphs)}",
                 doc_id=document.id,
                 index=len(paragraphs),
-                text=normalize(text[start:end]),
+                text=normalize(_join_breaks(text[start:end])),
                 original=text[start:end],
                 start=start,
                 end=end,

@@ -138,3 +138,65 @@ def test_lines_of_unusual_spaces_are_skipped():
 def test_config_is_validated():
     with pytest.raises(ValueError, match="max_chars"):
         SegmentConfig(max_chars=5)
+
+
+# A plan as a PDF conversion gives it: every line broken at ~20 characters, a page number left
+# between two halves of a sentence, items and headings at the start of their own lines.
+WRAPPED_PLAN = (
+    "关于推进制造业数字化转型的实施方案\n"
+    "一、总体要求\n"
+    "（一）加快推进重点行业数字化改造。支持地方、行业协\n"
+    "会、解决方案供应商等开展智能制造能力成熟度评估诊断\n"
+    "，推动企业由点及面实施数字化转型，建设一批数字化车\n"
+    "12\n"
+    "间和智能工厂，带动产业链上下游协同发展。\n"
+    "专栏1 重点工程\n"
+    "1.家用电器行业：推广个性化定制平台和自动化焊接机器\n"
+    "人等解决方案。\n"
+    "2.家具行业：推广数字化设计平台和数控焊接设备等解决\n"
+    "方案。\n"
+    "二、保障措施\n"
+    "加强组织领导\n"
+    "各地工业和信息化主管部门要加强统筹协调，建立工作机\n"
+    "制，及时总结推广典型经验做法，加强宣传引导，营造良好\n"
+    "发展氛围。\n"
+)
+
+
+def test_hard_wrapped_lines_are_joined_into_their_paragraph_and_page_numbers_dropped():
+    paragraphs = segment(_doc(WRAPPED_PLAN))
+    texts = [p.text for p in paragraphs]
+    assert "（一）加快推进重点行业数字化改造。支持地方、行业协会、解决方案供应商等开展智能制造能力成熟度评估诊断，" \
+           "推动企业由点及面实施数字化转型，建设一批数字化车间和智能工厂，带动产业链上下游协同发展。" in texts
+    assert "1.家用电器行业：推广个性化定制平台和自动化焊接机器人等解决方案。" in texts
+    assert "2.家具行业：推广数字化设计平台和数控焊接设备等解决方案。" in texts
+    assert not any(t == "12" or "12" in t for t in texts)  # the page number is neither a paragraph nor inside one
+    by_text = {p.text: p for p in paragraphs}
+    assert by_text["加强组织领导"].kind == "heading"  # a short line before a paragraph is still its heading
+    body = next(p for p in paragraphs if p.text.startswith("各地"))
+    assert body.headings[-1] == "加强组织领导" and body.text.endswith("营造良好发展氛围。")
+    for p in paragraphs:  # the original span still covers the wrapped lines, breaks included
+        assert WRAPPED_PLAN[p.start : p.end] == p.original
+
+
+def test_lines_of_whole_paragraphs_are_not_joined():
+    text = "加强组织领导\n各地要建立工作机制，及时总结推广典型经验做法\n推动中小企业数字化转型。\n\n强化要素保障\n"
+    texts = [p.text for p in segment(_doc(text))]
+    assert texts == ["加强组织领导", "各地要建立工作机制，及时总结推广典型经验做法", "推动中小企业数字化转型。", "强化要素保障"]
+
+
+def test_a_line_broken_by_inline_links_or_an_open_bracket_is_one_paragraph():
+    text = ("地级及以上城市细颗粒物（PM\n2.5\n）平均浓度下降9.1%。\n\n"
+            "根据《\n中华人民共和国节约能源法\n》，制定本办法。\n")
+    assert [p.text for p in segment(_doc(text))] == [
+        "地级及以上城市细颗粒物（PM2.5）平均浓度下降9.1%。", "根据《中华人民共和国节约能源法》，制定本办法。"
+    ]
+
+
+def test_the_wikisource_licence_footer_is_not_a_paragraph():
+    text = ("各位代表！\n\n我们要推动制造业高质量发展，加快建设现代化产业体系。\n\n\n"
+            "本作品是中华人民共和国的\n法律\n、\n法规\n，国家机关的决议。根据《\n中华人民共和国著作权法\n"
+            "》第五条第一项，本作品属于\n公有领域\n。\n\nPublic domain\nfalse\n")
+    texts = [p.text for p in segment(_doc(text))]
+    assert texts[-1] == "我们要推动制造业高质量发展，加快建设现代化产业体系。"
+    assert not any("本作品" in t or "Public" in t or t == "false" for t in texts)
