@@ -1,0 +1,280 @@
+"""Tagger variants that `policylens cv` flags cannot express (issue 12): measured against the default, fold by fold.
+
+    python -m benchmarks.tagger_variants heading-context   # the encoder reads "headings｜paragraph"
+    python -m benchmarks.tagger_variants self-training     # a student encoder on gold + the ensemble's soft labels
+    python -m benchmarks.tagger_variants keyword-mean      # the keyword rule as a third probability in the mean
+
+Every variant uses the default's five document folds (`training/cv.py:document_folds`, seed 13) and its
+training loop; each encoder fold is saved when it is done (`models/cv/<variant>/fold<k>.npz`) and not trained
+again when the script is rerun. The report pairs the variant with the default's out-of-fold scores, which
+`policylens cv` saved in `models/cv/default` (run it first), on the same rows: macro-F1 and per-domain F1,
+mean ± std over folds, and the paired difference with the number of folds where the variant is ahead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from policylens.calibration import sigmoid
+from policylens.chinese import normalize
+from policylens.dataset import SplitConfig, default_sources, load_labelled, split_by_document
+from policylens.document import Document
+from policylens.metrics.multilabel import binary_f1
+from policylens.paths import CORPUS_PATH, CV_DIR, REPO_ROOT, SILVER_B4_PATH
+from policylens.segment import segment
+from policylens.taxonomy import Taxonomy
+from training.cv import CVConfig, document_folds
+from training.cv_report import load_oof
+
+SEP = "｜"  # between the heading path and the paragraph
+
+
+def labelled_rows(taxonomy: Taxonomy) -> tuple[list[dict], list[dict]]:
+    """The CV rows (seeds + silver) and batch 4, with multi-hot targets, as `policylens cv` reads them."""
+    rows = load_labelled(default_sources(), taxonomy)
+    b4 = load_labelled([SILVER_B4_PATH], taxonomy, drop_unknown_labels=True) if SILVER_B4_PATH.exists() else []
+    for row in rows + b4:
+        row["targets"] = taxonomy.multi_hot(row["labels"])
+    return rows, b4
+
+
+def source_documents() -> dict[str, str]:
+    """doc_id -> text of every document the labelled rows come from (the corpus and the seeds)."""
+    docs = {}
+    with open(CORPUS_PATH, encoding="utf-8") as handle:
+        for line in handle:
+            doc = json.loads(line)
+            docs[doc["doc_id"]] = doc["text"]
+    for path in (REPO_ROOT / "seeds").glob("*.txt"):
+        docs[path.stem] = path.read_text(encoding="utf-8")
+    return docs
+
+
+def heading_paths(rows: list[dict]) -> dict[str, list[str]]:
+    """Each row's enclosing headings: its document is segmented and the row found in a paragraph.
+
+    The silver rows carry no headings, but every one of their documents is in the corpus."""
+    docs = source_documents()
+
+    def key(text: str) -> str:
+        return "".join(normalize(text).split())
+
+    by_doc: dict[str, list[dict]] = {}
+    for row in rows:
+        by_doc.setdefault(row["doc_id"], []).append(row)
+    paths: dict[str, list[str]] = {}
+    for doc_id, doc_rows in by_doc.items():
+        if doc_id not in docs:
+            continue
+        paragraphs = [(key(p.text), p.headings) for p in segment(Document(id=doc_id, text=docs[doc_id]))]
+        for row in doc_rows:
+            k = key(row["text"])
+            found = next((h for pk, h in paragraphs if k[:40] in pk or (pk[:40] in k and len(pk) > 10)), None)
+            if found is not None:
+                paths[row["id"]] = list(found)
+    return paths
+
+
+def with_heading(text: str, path: list[str], per_heading: int = 30, keep: int = 2) -> str:
+    """The innermost `keep` headings, each cut to `per_heading` characters, before the paragraph."""
+    context = " / ".join(h[:per_heading] for h in path[-keep:])
+    return f"{context}{SEP}{text}" if context else text
+
+
+def unlabelled_pool(labelled: list[dict]) -> list[dict]:
+    """Body paragraphs (>= 20 characters) of the corpus that are not themselves labelled, in a seeded order."""
+    seen = {"".join(r["text"].split()) for r in labelled}
+    pool = []
+    with open(CORPUS_PATH, encoding="utf-8") as handle:
+        for line in handle:
+            doc = json.loads(line)
+            for p in segment(Document(id=doc["doc_id"], text=doc["text"])):
+                if p.kind == "body" and len(p.text) >= 20 and "".join(p.text.split()) not in seen:
+                    pool.append({"id": f"pool:{p.id}", "doc_id": doc["doc_id"], "source": doc.get("source", ""),
+                                 "text": p.text, "labels": []})
+    random.Random(13).shuffle(pool)
+    return pool
+
+
+def _inner(rows: list[dict], folds: np.ndarray, fold: int, cv: CVConfig) -> tuple[dict, np.ndarray]:
+    """A training fold split as `oof_encoder` splits it (inner dev for early stopping), and the held-out rows."""
+    train_rows = [r for r, f in zip(rows, folds) if f != fold]
+    inner = split_by_document(train_rows, SplitConfig(dev=cv.inner_dev, test=0.0, seed=cv.seed + fold))
+    return inner, np.flatnonzero(folds == fold)
+
+
+def _save_fold(out: Path, fold: int, arrays: dict[str, np.ndarray], info: dict) -> None:
+    tmp = out / f".fold{fold}.npz"
+    np.savez(tmp, **arrays)
+    tmp.replace(out / f"fold{fold}.npz")
+    info["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    (out / f"fold{fold}.json").write_text(json.dumps(info, indent=1))
+
+
+def run_heading_context(rows: list[dict], folds: np.ndarray, taxonomy: Taxonomy, todo: list[int], out: Path,
+                        config) -> None:
+    from training.tagger import train_tagger
+
+    paths = heading_paths(rows)
+    print(f"{sum(1 for p in paths.values() if p)} of {len(rows)} rows have a heading")
+    rows = [dict(r, text=with_heading(r["text"], paths.get(r["id"], []))) for r in rows]
+    cv, bank, work = CVConfig(), {}, Path(tempfile.mkdtemp(prefix="policylens-variant-"))
+    try:
+        for fold in todo:
+            started = time.time()
+            inner, held = _inner(rows, folds, fold, cv)
+            result = train_tagger({"train": inner["train"], "dev": inner["dev"], "test": [rows[i] for i in held]},
+                                  taxonomy, work / f"fold{fold}", config, progress=False, state_bank=bank)
+            _save_fold(out, fold, {"held": held, "logits": result.test_logits}, {"seconds": round(time.time() - started, 1)})
+            print(f"fold {fold}: {time.time() - started:.0f} s", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_self_training(rows: list[dict], b4: list[dict], folds: np.ndarray, taxonomy: Taxonomy, todo: list[int],
+                      out: Path, config, pool_size: int) -> None:
+    """Per fold, nothing from the held-out documents: the teacher encoder is the default's fold; with its TF-IDF
+    half (training rows + batch 4 outside held-out and inner-dev documents) it labels up to `pool_size`
+    unlabelled paragraphs from other documents (soft targets: the mean of the two probabilities); the student
+    is trained from the backbone, as the default, on gold + soft rows."""
+    from training.baselines import TfidfBaseline
+    from training.tagger import train_tagger
+
+    pool = unlabelled_pool(rows + b4)
+    print(f"unlabelled pool: {len(pool)} paragraphs", flush=True)
+    cv, bank, work = CVConfig(), {}, Path(tempfile.mkdtemp(prefix="policylens-variant-"))
+    try:
+        for fold in todo:
+            started = time.time()
+            inner, held = _inner(rows, folds, fold, cv)
+            test = [rows[i] for i in held]
+            test_docs = {r["doc_id"] for r in test}
+            fold_pool = [dict(p, targets=[0] * len(taxonomy)) for p in pool if p["doc_id"] not in test_docs][:pool_size]
+            # the teacher's encoder; the pool rides along in its test split to get its logits
+            teacher = train_tagger({"train": inner["train"], "dev": inner["dev"], "test": test + fold_pool}, taxonomy,
+                                   work / f"teacher{fold}", config, progress=False, state_bank=bank)
+            held_logits, pool_logits = teacher.test_logits[: len(test)], teacher.test_logits[len(test):]
+            teacher_seconds = time.time() - started
+            unseen = test_docs | {r["doc_id"] for r in inner["dev"]}
+            lexical_rows = inner["train"] + [r for r in b4 if r["doc_id"] not in unseen]
+            lexical = TfidfBaseline(label_names=taxonomy.ids).fit([r["text"] for r in lexical_rows],
+                                                                  [r["targets"] for r in lexical_rows])
+            soft = (sigmoid(pool_logits) + sigmoid(lexical.decision_function([p["text"] for p in fold_pool]))) / 2
+            students = [dict(p, targets=[float(x) for x in s]) for p, s in zip(fold_pool, soft)]
+            student = train_tagger({"train": inner["train"] + students, "dev": inner["dev"], "test": test}, taxonomy,
+                                   work / f"student{fold}", config, progress=False, state_bank=bank)
+            _save_fold(out, fold, {"held": held, "teacher": held_logits, "logits": student.test_logits, "soft": soft},
+                       {"teacher_seconds": round(teacher_seconds, 1),
+                        "student_seconds": round(time.time() - started - teacher_seconds, 1),
+                        "pool": len(fold_pool), "soft_mean": soft.mean(0).round(4).tolist()})
+            for name in (f"teacher{fold}", f"student{fold}"):
+                shutil.rmtree(work / name, ignore_errors=True)
+            print(f"fold {fold}: teacher {teacher_seconds:.0f} s, student {time.time() - started - teacher_seconds:.0f} s",
+                  flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def keyword_probabilities(keyword_hits: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """The keyword rule as a probability: P(label | hit) and P(label | no hit), counted on the other folds."""
+    probs = np.zeros(keyword_hits.shape)
+    for fold in np.unique(folds):
+        train, held = folds != fold, folds == fold
+        for j in range(y.shape[1]):
+            hit = keyword_hits[train, j] > 0.5
+            p_hit = (y[train][hit, j].sum() + 1) / (hit.sum() + 2)
+            p_miss = (y[train][~hit, j].sum() + 1) / ((~hit).sum() + 2)
+            probs[held, j] = np.where(keyword_hits[held, j] > 0.5, p_hit, p_miss)
+    return probs
+
+
+def _fold_f1(y: np.ndarray, probs: np.ndarray, folds: np.ndarray, only: list[int]) -> np.ndarray:
+    """[folds, labels] F1 at 0.5."""
+    return np.array([binary_f1(y[folds == k].T, (probs[folds == k] >= 0.5).T) for k in only])
+
+
+def report(systems: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray, labels: list[str], only: list[int],
+           pairs: list[tuple[str, str]]) -> str:
+    """One Markdown table of the systems and one of the paired differences, over the folds in `only`."""
+    table = {name: _fold_f1(y, p, folds, only) for name, p in systems.items()}
+
+    def cell(a: np.ndarray, sign: str = "") -> str:
+        return f"{a.mean():{sign}.3f} ± {a.std(ddof=1) if len(a) > 1 else 0:.3f}"
+
+    lines = [f"Folds {only}, threshold 0.5.", "", "| system | macro-F1 | " + " | ".join(labels) + " |",
+             "|---" * (len(labels) + 2) + "|"]
+    for name, t in table.items():
+        lines.append(f"| {name} | {cell(t.mean(1))} | " + " | ".join(cell(t[:, j]) for j in range(len(labels))) + " |")
+    lines += ["", "| paired difference | macro-F1 | " + " | ".join(labels) + " |", "|---" * (len(labels) + 2) + "|"]
+    for a, b in pairs:
+        d = table[a] - table[b]
+
+        def paired(v: np.ndarray) -> str:
+            return f"{cell(v, '+')} ({int((v > 0).sum())}/{len(v)})"
+
+        lines.append(f"| {a} − {b} | {paired(d.mean(1))} | " + " | ".join(paired(d[:, j]) for j in range(len(labels))) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from training.tagger import TaggerConfig
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean"])
+    parser.add_argument("--folds", default="0,1,2,3,4", help="which of the five folds to train (comma-separated)")
+    parser.add_argument("--pool", type=int, default=6000, help="self-training: unlabelled paragraphs per fold")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, help="where the folds go (default: models/cv/VARIANT)")
+    parser.add_argument("--smoke", type=int, metavar="STEPS", help="a quick check of the code path: 300 rows, "
+                        "a pool of 50, STEPS training steps (numbers meaningless; use with --out)")
+    args = parser.parse_args(argv)
+
+    taxonomy = Taxonomy.load()
+    rows, b4 = labelled_rows(taxonomy)
+    folds = document_folds(rows, 5, 13)
+    saved, _ = load_oof(CV_DIR / "default" / "oof")  # FileNotFoundError: run `policylens cv` first
+    if not np.array_equal(saved.folds, folds):
+        raise SystemExit("models/cv/default was computed on other data or folds: rerun `policylens cv`")
+    y, default_encoder, lexical = saved.y, sigmoid(saved.scores["encoder"]), sigmoid(saved.scores["tfidf"])
+    if args.smoke:
+        keep = np.sort(np.random.default_rng(0).choice(len(rows), 300, replace=False))
+        rows, folds, y = [rows[i] for i in keep], folds[keep], y[keep]
+        default_encoder, lexical = default_encoder[keep], lexical[keep]
+        args.pool = 50
+    default = (default_encoder + lexical) / 2
+    if args.variant == "keyword-mean":
+        keyword = keyword_probabilities(saved.scores["keyword"], y, folds)
+        systems = {"default (mean of encoder and TF-IDF)": default, "mean with the keyword rule": (default_encoder + lexical + keyword) / 3}
+        print(report(systems, y, folds, taxonomy.ids, list(range(5)), [tuple(systems)[::-1]]))
+        return
+
+    out = args.out or CV_DIR / args.variant
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [int(k) for k in args.folds.split(",") if not (out / f"fold{int(k)}.npz").exists()]
+    config = TaggerConfig(num_threads=args.threads, ensemble=False, max_steps=args.smoke)
+    if todo and args.variant == "heading-context":
+        run_heading_context(rows, folds, taxonomy, todo, out, config)
+    elif todo:
+        run_self_training(rows, b4, folds, taxonomy, todo, out, config, args.pool)
+    variant = np.zeros_like(default_encoder)
+    done = sorted(int(p.stem[4:]) for p in out.glob("fold*.npz"))
+    for k in done:
+        arrays = np.load(out / f"fold{k}.npz")  # plain arrays: no pickle
+        variant[arrays["held"]] = sigmoid(arrays["logits"])
+    systems = {"default encoder": default_encoder, f"{args.variant} encoder": variant,
+               "default (mean with TF-IDF)": default, f"{args.variant} in the mean": (variant + lexical) / 2}
+    print(report(systems, y, folds, taxonomy.ids, done,
+                 [(f"{args.variant} encoder", "default encoder"), (f"{args.variant} in the mean", "default (mean with TF-IDF)")]))
+
+
+if __name__ == "__main__":
+    main()
