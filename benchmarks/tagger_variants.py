@@ -3,6 +3,7 @@
     python -m benchmarks.tagger_variants heading-context   # the encoder reads "headings｜paragraph"
     python -m benchmarks.tagger_variants self-training     # a student encoder on gold + the ensemble's soft labels
     python -m benchmarks.tagger_variants keyword-mean      # the keyword rule as a third probability in the mean
+    python -m benchmarks.tagger_variants mean-pooling      # the classifier reads the mean of the last layer, not [CLS]
 
 Every variant uses the default's five document folds (`training/cv.py:document_folds`, seed 13) and its
 training loop; each encoder fold is saved when it is done (`models/cv/<variant>/fold<k>.npz`) and not trained
@@ -122,11 +123,36 @@ def _save_fold(out: Path, fold: int, arrays: dict[str, np.ndarray], info: dict) 
 
 def run_heading_context(rows: list[dict], folds: np.ndarray, taxonomy: Taxonomy, todo: list[int], out: Path,
                         config) -> None:
-    from training.tagger import train_tagger
-
     paths = heading_paths(rows)
     print(f"{sum(1 for p in paths.values() if p)} of {len(rows)} rows have a heading")
     rows = [dict(r, text=with_heading(r["text"], paths.get(r["id"], []))) for r in rows]
+    run_encoder_folds(rows, folds, taxonomy, todo, out, config)
+
+
+def mean_pooled_logits(self, states: list, batch: np.ndarray):
+    """`LowerLayerCache.logits` with the masked mean of the last layer in place of BERT's [CLS] pooler: e5 was
+    trained to embed a text as that mean. (Every encoder forward of a CV fold goes through the cache.)"""
+    import torch
+
+    width = max(states[i].shape[0] for i in batch)
+    hidden = torch.zeros(len(batch), width, states[batch[0]].shape[1])
+    mask = torch.zeros(len(batch), width, dtype=torch.long)
+    for row, i in enumerate(batch):
+        hidden[row, : states[i].shape[0]] = states[i]
+        mask[row, : states[i].shape[0]] = 1
+    ext = self._mask(hidden, mask)
+    for layer in self.bert.encoder.layer[self.k :]:
+        hidden = layer(hidden, ext)
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    return self.model.classifier(self.model.dropout(pooled))
+
+
+def run_encoder_folds(rows: list[dict], folds: np.ndarray, taxonomy: Taxonomy, todo: list[int], out: Path,
+                      config) -> None:
+    """The default's encoder folds (training/cv.py:oof_encoder) on `rows`, each fold saved when done."""
+    from training.tagger import train_tagger
+
     cv, bank, work = CVConfig(), {}, Path(tempfile.mkdtemp(prefix="policylens-variant-"))
     try:
         for fold in todo:
@@ -229,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     from training.tagger import TaggerConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean"])
+    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling"])
     parser.add_argument("--folds", default="0,1,2,3,4", help="which of the five folds to train (comma-separated)")
     parser.add_argument("--pool", type=int, default=6000, help="self-training: unlabelled paragraphs per fold")
     parser.add_argument("--threads", type=int, default=None)
@@ -263,6 +289,11 @@ def main(argv: list[str] | None = None) -> None:
     config = TaggerConfig(num_threads=args.threads, ensemble=False, max_steps=args.smoke)
     if todo and args.variant == "heading-context":
         run_heading_context(rows, folds, taxonomy, todo, out, config)
+    elif todo and args.variant == "mean-pooling":
+        from training.tagger.cache import LowerLayerCache
+
+        LowerLayerCache.logits = mean_pooled_logits
+        run_encoder_folds(rows, folds, taxonomy, todo, out, config)
     elif todo:
         run_self_training(rows, b4, folds, taxonomy, todo, out, config, args.pool)
     variant = np.zeros_like(default_encoder)
