@@ -132,17 +132,7 @@ def run_heading_context(rows: list[dict], folds: np.ndarray, taxonomy: Taxonomy,
 def mean_pooled_logits(self, states: list, batch: np.ndarray):
     """`LowerLayerCache.logits` with the masked mean of the last layer in place of BERT's [CLS] pooler: e5 was
     trained to embed a text as that mean. (Every encoder forward of a CV fold goes through the cache.)"""
-    import torch
-
-    width = max(states[i].shape[0] for i in batch)
-    hidden = torch.zeros(len(batch), width, states[batch[0]].shape[1])
-    mask = torch.zeros(len(batch), width, dtype=torch.long)
-    for row, i in enumerate(batch):
-        hidden[row, : states[i].shape[0]] = states[i]
-        mask[row, : states[i].shape[0]] = 1
-    ext = self._mask(hidden, mask)
-    for layer in self.bert.encoder.layer[self.k :]:
-        hidden = layer(hidden, ext)
+    hidden, mask = self.last_hidden(states, batch)
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
     return self.model.classifier(self.model.dropout(pooled))

@@ -73,8 +73,8 @@ class LowerLayerCache:
             position[int(o)] = k + 1
         return states
 
-    def logits(self, states: list, batch: np.ndarray):
-        """Classifier logits from cached states (with grad through the upper layers)."""
+    def last_hidden(self, states: list, batch: np.ndarray):
+        """The last layer's hidden states of a batch of cached windows (padded), and their attention mask."""
         import torch
 
         width = max(states[i].shape[0] for i in batch)
@@ -86,8 +86,12 @@ class LowerLayerCache:
         ext = self._mask(hidden, mask)
         for layer in self.bert.encoder.layer[self.k :]:
             hidden = layer(hidden, ext)
-        pooled = self.bert.pooler(hidden)
-        return self.model.classifier(self.model.dropout(pooled))
+        return hidden, mask
+
+    def logits(self, states: list, batch: np.ndarray):
+        """Classifier logits from cached states (with grad through the upper layers)."""
+        hidden, _ = self.last_hidden(states, batch)
+        return self.model.classifier(self.model.dropout(self.bert.pooler(hidden)))
 
     def window_logits(self, states: list, batch_size: int = 64) -> np.ndarray:
         import torch
