@@ -110,9 +110,12 @@ class GateDecision:
     promote: bool
     reasons: list[str] = field(default_factory=list)  # why not (or notes when promoted)
     checks: list[dict] = field(default_factory=list)  # every comparison made, passed or not
+    # checks that passed on the point estimate although their 90% interval reaches past the margin: worth a
+    # reader's look before promoting (a small test split cannot tell such a drop from noise either way)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"promote": self.promote, "reasons": self.reasons, "checks": self.checks}
+        return {"promote": self.promote, "reasons": self.reasons, "checks": self.checks, "warnings": self.warnings}
 
 
 def _macro(report: dict, labels: list[str]) -> float:
@@ -132,6 +135,10 @@ def _drop_check(name: str, what: str, old: float, new: float, margin: float, con
                          f"({interval[0]:+.3f} … {interval[1]:+.3f}) reaches 0: forgiven as noise")
         over = False
     check["passed"] = not over
+    if not over and interval is not None and interval[0] < -margin - 1e-9:
+        check["warning"] = (f"{what} passed ({old:.3f} -> {new:.3f}), but the 90% interval of the change reaches "
+                            f"{interval[0]:+.3f}, past the margin of {margin}: read its changed predictions before "
+                            "promoting")
     reason = f"{what} fell {old:.3f} -> {new:.3f} on the fixed test split (drop {old - new:.3f} > margin {margin})"
     if over and config.drop_rule == "significant":
         reason += " and the 90% interval of the change is below 0" if interval else " (no interval to judge noise)"
@@ -186,7 +193,7 @@ def gate(
             if not ok:
                 reasons.append(f"the new data is not learned: micro-F1 on its dev rows {old_f1:.3f} (old model) -> "
                                f"{new_f1:.3f} (new model), no improvement")
-    return GateDecision(not reasons, reasons, checks)
+    return GateDecision(not reasons, reasons, checks, [c["warning"] for c in checks if "warning" in c])
 
 
 @dataclass

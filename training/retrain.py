@@ -335,6 +335,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"**Gate: {'PASSED, PROMOTE' if gate_['promote'] else 'REFUSED, NOT PROMOTED'}**",
         "",
         *([f"- {reason}" for reason in gate_["reasons"]] or ["- every check passed"]),
+        *[f"- **warning:** {warning}" for warning in gate_.get("warnings", [])],
         "",
         "Data: " + ", ".join(f"{k} {v}" for k, v in report["sizes"].items()) + " rows;"
         f" {report['new_rows']} new or relabelled rows ({_where_new_rows(report)})."

@@ -164,6 +164,8 @@ def retrain(
     typer.echo(f"{result.version}: {state}")
     for reason in result.decision.reasons:
         typer.echo(f"  - {reason}")
+    for warning in result.decision.warnings:
+        typer.echo(f"  warning: {warning}")
     typer.echo(f"report: {result.model_dir / 'report.md'}")
 
 

@@ -9,6 +9,7 @@ a small synthetic base, and a backend that retrains on the tiny backbone in seco
 from __future__ import annotations
 
 import base64
+import html
 import json
 import shutil
 import time
@@ -396,6 +397,7 @@ def test_retrain_reports_the_gate_then_promote_hot_swaps_and_rollback_returns(cl
     page = client.get(f"/models?version={version}").text
     assert f'{report["new_train_rows"]} in train (they teach the model)' in page
     assert f"Gate report of {version}" in page and "90% interval" in page and "old F1" in page
+    assert "warnings" in report["gate"] and all(html.escape(w) in page for w in report["gate"]["warnings"])
     models = client.get("/desk/api/models").json()
     assert models["current"] == "v0001"  # the desk never promotes by itself
     before = client.get("/healthz").json()["model_version"]

@@ -159,3 +159,17 @@ def test_significant_drop_rule_forgives_only_drops_whose_interval_reaches_zero()
     assert not unknown.promote and "no interval to judge noise" in unknown.reasons[0]
     with pytest.raises(ValueError, match="drop_rule must be one of point, significant"):
         GateConfig(drop_rule="lenient")
+
+
+def test_a_passed_check_whose_interval_reaches_past_the_margin_is_a_warning():
+    old = _report({"5g": 0.9, "sme": 0.8, "carbon": 0.9, "supply_chain": 0.7})
+    domains = list(old["per_label"])
+    new = _report({"5g": 0.873, "sme": 0.8, "carbon": 0.91, "supply_chain": 0.7})  # 5g -0.027, inside the 0.03 margin
+    intervals = {"5g": (-0.072, 0.016), "carbon": (-0.01, 0.03), "macro_f1": (-0.008, 0.01)}
+    decision = gate(old, new, domains, change_intervals=intervals)
+    assert decision.promote and len(decision.warnings) == 1
+    assert "domain '5g' F1 passed (0.900 -> 0.873)" in decision.warnings[0] and "-0.072" in decision.warnings[0]
+    assert decision.to_dict()["warnings"] == decision.warnings
+    assert gate(old, new, domains, change_intervals={"5g": (-0.02, 0.01)}).warnings == []
+    assert gate(old, new, domains).warnings == []  # no intervals, nothing to warn about
+

@@ -333,3 +333,23 @@ def test_changed_predictions_list_old_domain_losses_first():
     changed = changed_predictions(rows, gold, old, new, ids, old_domains=["5g", "sme"])
     assert [(ex["id"], ex["effect"]) for ex in changed] == [("p1", "worse"), ("p2", "mixed"), ("p0", "better")]
     assert changed[1]["lost"] == ["sme"] and changed[1]["gained"] == ["smart_mfg"]
+
+
+def test_the_report_shows_the_gate_warnings_under_its_decision():
+    from training.registry import gate
+    from training.retrain import render_markdown
+
+    def scores(f1: dict[str, float]) -> dict:
+        return {"per_label": {k: {"f1": v, "support": 40} for k, v in f1.items()},
+                "macro_f1": sum(f1.values()) / len(f1), "micro_f1": 0.8}
+
+    old, new = scores({"5g": 0.9, "sme": 0.95}), scores({"5g": 0.875, "sme": 0.96})
+    intervals = {"5g": (-0.07, 0.02), "sme": (-0.01, 0.03), "macro_f1": (-0.005, 0.01)}
+    decision = gate(old, new, ["5g", "sme"], change_intervals=intervals)
+    report = {"labels": ["5g", "sme"], "metrics": {"new": {"test": new}, "old": {"test": old}, "change_interval_90": intervals},
+              "gate": decision.to_dict(), "gate_rule": "point", "sizes": {"train": 10, "dev": 5, "test": 80},
+              "new_rows": 0, "new_dev_rows": 0, "new_domains": [], "changed_examples": [], "changed_counts": {}}
+    text = render_markdown(report)
+    assert "**Gate: PASSED, PROMOTE**" in text
+    assert "- **warning:** domain '5g' F1 passed (0.900 -> 0.875), but the 90% interval of the change reaches -0.070" in text
+    assert "'sme' F1 passed" not in text
