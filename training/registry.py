@@ -380,6 +380,43 @@ class Registry:
         path = self.root / SPLITS_FILE
         return json.loads(path.read_text(encoding="utf-8"))["test_doc_ids"] if path.exists() else []
 
+    def split_moves(self) -> list[dict]:
+        """Documents moved deliberately between splits (`move_document`), oldest first."""
+        path = self.root / SPLITS_FILE
+        return json.loads(path.read_text(encoding="utf-8")).get("moves", []) if path.exists() else []
+
+    def move_document(self, doc_id: str, split: str, note: str) -> dict:
+        """Put a known document into another split from the next retraining on, with the reason.
+
+        A document keeps its split for good, so corrections to a test document re-score the gate and
+        train nothing; this is the deliberate way out (or in). The move is recorded with the version
+        then current, and the next gate report says the yardstick changed.
+        """
+        from policylens.dataset import SPLITS
+
+        if split not in SPLITS:
+            raise InputError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+        if not note.strip():
+            raise InputError("say why the document moves (--note): the gate report shows it")
+        with self.locked():
+            path = self.root / SPLITS_FILE
+            if not path.exists():
+                raise InputError(f"{path}: no version has recorded its splits yet, so there is nothing to move")
+            obj = json.loads(path.read_text(encoding="utf-8"))
+            old = obj["assignments"].get(doc_id)
+            if old is None:
+                raise InputError(f"document {doc_id!r} is in no recorded split ({len(obj['assignments'])} documents "
+                                 f"are; see {path})")
+            if old == split:
+                raise InputError(f"document {doc_id!r} is already in {split}")
+            move = {"doc_id": doc_id, "from": old, "to": split, "note": note.strip(), "at": utc_timestamp(),
+                    "current": self.current()}
+            obj["assignments"][doc_id] = split
+            obj["test_doc_ids"] = sorted({d for d in obj["test_doc_ids"] if d != doc_id} | ({doc_id} if split == "test" else set()))
+            obj["moves"] = [*obj.get("moves", []), move]
+            write_json(path, obj)
+        return move
+
     def record_splits(self, assignments: dict[str, str], version: str) -> None:
         """Add new documents' splits; known documents keep theirs (the test ids are fixed on first write)."""
         with self.locked():
@@ -390,7 +427,8 @@ class Registry:
                 merged.update(obj["assignments"])
             test_ids = obj["test_doc_ids"] if obj else sorted(d for d, s in assignments.items() if s == "test")
             write_json(path, {"first_version": obj["first_version"] if obj else version, "updated": utc_timestamp(),
-                              "test_doc_ids": test_ids, "assignments": dict(sorted(merged.items()))})
+                              "test_doc_ids": test_ids, "assignments": dict(sorted(merged.items())),
+                              "moves": obj.get("moves", []) if obj else []})
 
     # -- consistency ----------------------------------------------------------
 

@@ -214,6 +214,8 @@ def retrain(
         finally:
             shutil.rmtree(warm, ignore_errors=True)
         report = build_report(splits, taxonomy, stage, parent_dir, old_domains, new_ids, config)
+        # the yardstick changed when documents were moved between splits while the parent was current
+        report["split_moves"] = [m for m in registry.split_moves() if parent and m.get("current") == parent]
         decision = GateDecision(**report["gate"])
         write_report(stage, report)
         info = {
@@ -325,6 +327,14 @@ def _where_new_rows(report: dict[str, Any]) -> str:
             "fixed test split, where they change the labels both models are scored against but train neither")
 
 
+def _moves_markdown(moves: list[dict]) -> list[str]:
+    if not moves:
+        return []
+    return ["", f"The splits changed since the current version: {len(moves)} document(s) moved, so the fixed test "
+            "split is not the one the current version was gated on:",
+            *[f"- {m['doc_id']}: {m['from']} -> {m['to']} ({m['note']})" for m in moves]]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     ids = report["labels"]
     new, old = report["metrics"]["new"]["test"], report["metrics"].get("old", {}).get("test")
@@ -340,6 +350,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Data: " + ", ".join(f"{k} {v}" for k, v in report["sizes"].items()) + " rows;"
         f" {report['new_rows']} new or relabelled rows ({_where_new_rows(report)})."
         f" New domains: {', '.join(report['new_domains']) or 'none'}.",
+        *_moves_markdown(report.get("split_moves", [])),
         "",
         "## Fixed test split (old vs new model on the same rows)",
         "",

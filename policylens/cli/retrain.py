@@ -224,6 +224,23 @@ def rollback(registry: Path = _REGISTRY) -> None:
     typer.echo(f"CURRENT -> {target}")
 
 
+@models.command("move-doc")
+def move_doc(doc_id: str = typer.Argument(..., help="The document's id (as in the store and the desk)."),
+             to: str = typer.Option(..., "--to", help="train | dev | test"),
+             note: str = typer.Option(..., "--note", help="Why: the next gate report shows it."),
+             registry: Path = _REGISTRY) -> None:
+    """Move a document to another split from the next retraining on, e.g. out of the fixed test split so that its
+    corrections train the model. The next gate report says the test split changed."""
+    from policylens.io import InputError
+    from training.registry import Registry
+
+    try:
+        move = Registry(registry).move_document(doc_id, to, note)
+    except InputError as err:
+        _fail(str(err))
+    typer.echo(f"{move['doc_id']}: {move['from']} -> {move['to']} from the next retraining on")
+
+
 @models.command("verify")
 def verify(registry: Path = _REGISTRY, clean: bool = typer.Option(False, "--clean", help="Remove dead leftovers."),
            quick: bool = typer.Option(False, "--quick", help="Skip the per-version model checks (hashes, loading, "

@@ -185,8 +185,11 @@ def test_a_test_split_document_says_so_before_it_is_corrected(tiny_tagger_dir, t
             job = upload(client, files={f"{name}.txt": DOC.encode()})
             assert job["state"] == "done", job
             [keys[name]] = [r["key"] for r in client.get("/desk/api/docs").json() if r["id"] == name]
-        assert 'id="test-split-note"' in client.get(f"/doc/{keys['notice']}").text
+        page = client.get(f"/doc/{keys['notice']}").text
+        assert 'id="test-split-note"' in page and "policylens models move-doc notice --to train" in page
         assert 'id="test-split-note"' not in client.get(f"/doc/{keys['other']}").text
+        backend.registry.move_document("notice", "train", "its corrections should train")  # the way out
+        assert 'id="test-split-note"' not in client.get(f"/doc/{keys['notice']}").text
 
 
 def test_progress_is_reported_chunk_by_chunk(client, tiny_tagger_dir):

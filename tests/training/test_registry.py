@@ -173,3 +173,36 @@ def test_a_passed_check_whose_interval_reaches_past_the_margin_is_a_warning():
     assert gate(old, new, domains, change_intervals={"5g": (-0.02, 0.01)}).warnings == []
     assert gate(old, new, domains).warnings == []  # no intervals, nothing to warn about
 
+
+
+def test_a_document_moves_out_of_the_test_split_only_deliberately_and_on_record(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from policylens.cli.retrain import register
+    from policylens.dataset import SplitConfig
+    from training.retrain import assign_splits
+
+    registry = Registry(tmp_path / "registry")
+    app = typer.Typer()
+    register(app)
+    run = lambda *args: CliRunner().invoke(app, ["models", "move-doc", *args, "--registry", str(registry.root)])  # noqa: E731
+    assert run("a", "--to", "train", "--note", "x").exit_code == 2  # nothing recorded yet
+    registry.record_splits({"a": "test", "b": "test", "c": "train"}, "v0001")
+    moved = run("a", "--to", "train", "--note", "its corrections should train")
+    assert moved.exit_code == 0 and moved.output.strip() == "a: test -> train from the next retraining on"
+    assert registry.split_assignments()["a"] == "train" and registry.test_doc_ids() == ["b"]
+    (move,) = registry.split_moves()
+    assert move["from"] == "test" and move["to"] == "train" and move["note"] == "its corrections should train"
+    for args, why in ((("a", "--to", "train", "--note", "again"), "already in train"),
+                      (("zz", "--to", "train", "--note", "x"), "in no recorded split"),
+                      (("b", "--to", "holdout", "--note", "x"), "unknown split"),
+                      (("b", "--to", "train", "--note", " "), "say why")):
+        result = run(*args)
+        assert result.exit_code == 2 and why in result.output, (args, result.output)
+    # the next retraining puts the moved document's rows where it now is; a later record keeps the move
+    rows = [{"id": f"{d}#0", "doc_id": d, "labels": []} for d in "abc"]
+    splits, assignments = assign_splits(rows, registry.split_assignments(), SplitConfig())
+    assert [r["doc_id"] for r in splits["train"]] == ["a", "c"] and [r["doc_id"] for r in splits["test"]] == ["b"]
+    registry.record_splits(assignments, "v0002")
+    assert registry.split_assignments()["a"] == "train" and len(registry.split_moves()) == 1

@@ -353,3 +353,12 @@ def test_the_report_shows_the_gate_warnings_under_its_decision():
     assert "**Gate: PASSED, PROMOTE**" in text
     assert "- **warning:** domain '5g' F1 passed (0.900 -> 0.875), but the 90% interval of the change reaches -0.070" in text
     assert "'sme' F1 passed" not in text
+
+
+def test_the_report_says_when_documents_moved_between_splits():
+    from training.retrain import _moves_markdown
+
+    assert _moves_markdown([]) == []
+    lines = _moves_markdown([{"doc_id": "gwr-2022", "from": "test", "to": "train", "note": "corrected in the desk"}])
+    assert "not the one the current version was gated on" in lines[1]
+    assert lines[-1] == "- gwr-2022: test -> train (corrected in the desk)"
