@@ -78,7 +78,9 @@ class SegmentConfig:
 # A line starting with one of these continues the line before it (no sentence starts with them).
 _CONTINUES = re.compile(r"^[、，,。；;：:．.）)》」』”’%]")
 # A bare page number a PDF conversion left inside a wrapped sentence ("…开\n4\n展…", "- 12 -").
-_PAGE_NUMBER = re.compile(r"^[-—–－\s]*\d{1,3}[-—–－\s]*$")
+_PAGE_NUMBER_TEXT = r"[-—–－\s]*\d{1,3}[-—–－\s]*"
+_PAGE_NUMBER = re.compile(rf"^{_PAGE_NUMBER_TEXT}$")
+_PAGE_NUMBER_LINE = re.compile(rf"\n{_PAGE_NUMBER_TEXT}\n")
 # The licence footer Wikisource puts under every government text ("本作品是中华人民共和国的法律…公有领域").
 _LICENCE_FOOTER = re.compile(r"^本作品")
 _LICENCE_WORDS = ("公有领域", "Public domain")
@@ -108,7 +110,7 @@ def _wrap_width(lines: list[str]) -> int | None:
 def _join_breaks(span: str) -> str:
     """A wrapped span as one line: breaks vanish between Chinese characters, page numbers go, and only two
     Latin words keep a space between them."""
-    span = re.sub(r"\n[-—–－\s]*\d{1,3}[-—–－\s]*\n", "\n", span)
+    span = _PAGE_NUMBER_LINE.sub("\n", span)
 
     def joiner(match: re.Match[str]) -> str:
         before, after = match.string[match.start() - 1 : match.start()], match.string[match.end() : match.end() + 1]
@@ -126,27 +128,26 @@ def _merge_wrapped(text: str, lines: list[tuple[int, int, str]]) -> list[tuple[i
     open, or the text is hard-wrapped and the line before is full width.
     """
     width = _wrap_width([norm for _, _, norm in lines])
-    merged: list[tuple[int, int, str]] = []
-    last_piece = ""  # the last physical line of merged[-1]: its width tells a wrap from a paragraph end
-    for start, end, norm in lines:
-        if merged:
-            prev_start, prev_end, prev_norm = merged[-1]
-            gap = text[prev_end:start]
+    runs: list[list[tuple[int, int, str]]] = []  # the physical lines of each paragraph
+    for line in lines:
+        start, _, norm = line
+        if runs:
+            run = runs[-1]
+            gap = text[run[-1][1]:start]
             joins = (
                 (gap.count("\n") == 1 or _PAGE_NUMBER.match(gap.strip() or "x"))
-                and not _TERMINAL.search(prev_norm)
+                and not _TERMINAL.search(run[-1][2])
                 and heading_level(norm) is None
                 and speaker_of(norm) is None
-                and (_CONTINUES.match(norm) or _unclosed(prev_norm)
-                     or (width is not None and len(last_piece) >= 0.65 * width))
+                and (_CONTINUES.match(norm) or _unclosed("".join(piece for _, _, piece in run))
+                     or (width is not None and len(run[-1][2]) >= 0.65 * width))
             )
             if joins:
-                merged[-1] = (prev_start, end, normalize(_join_breaks(text[prev_start:end])))
-                last_piece = norm
+                run.append(line)
                 continue
-        merged.append((start, end, norm))
-        last_piece = norm
-    return merged
+        runs.append([line])
+    return [run[0] if len(run) == 1 else (run[0][0], run[-1][1], normalize(_join_breaks(text[run[0][0]:run[-1][1]])))
+            for run in runs]
 
 
 def _drop_licence_footer(lines: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
