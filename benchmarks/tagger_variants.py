@@ -27,14 +27,13 @@ import numpy as np
 
 from policylens.calibration import sigmoid
 from policylens.chinese import normalize
-from policylens.dataset import SplitConfig, default_sources, load_labelled, split_by_document
+from policylens.dataset import default_sources, load_labelled
 from policylens.document import Document
-from policylens.metrics.multilabel import binary_f1
 from policylens.paths import CORPUS_PATH, CV_DIR, REPO_ROOT, SILVER_B4_PATH
 from policylens.segment import segment
 from policylens.taxonomy import Taxonomy
-from training.cv import CVConfig, document_folds
-from training.cv_report import load_oof
+from training.cv import CVConfig, document_folds, extra_outside, fold_splits
+from training.cv_report import load_oof, per_fold_f1
 
 SEP = "｜"  # between the heading path and the paragraph
 
@@ -106,13 +105,6 @@ def unlabelled_pool(labelled: list[dict]) -> list[dict]:
     return pool
 
 
-def _inner(rows: list[dict], folds: np.ndarray, fold: int, cv: CVConfig) -> tuple[dict, np.ndarray]:
-    """A training fold split as `oof_encoder` splits it (inner dev for early stopping), and the held-out rows."""
-    train_rows = [r for r, f in zip(rows, folds) if f != fold]
-    inner = split_by_document(train_rows, SplitConfig(dev=cv.inner_dev, test=0.0, seed=cv.seed + fold))
-    return inner, np.flatnonzero(folds == fold)
-
-
 def _save_fold(out: Path, fold: int, arrays: dict[str, np.ndarray], info: dict) -> None:
     tmp = out / f".fold{fold}.npz"
     np.savez(tmp, **arrays)
@@ -147,9 +139,9 @@ def run_encoder_folds(rows: list[dict], folds: np.ndarray, taxonomy: Taxonomy, t
     try:
         for fold in todo:
             started = time.time()
-            inner, held = _inner(rows, folds, fold, cv)
-            result = train_tagger({"train": inner["train"], "dev": inner["dev"], "test": [rows[i] for i in held]},
-                                  taxonomy, work / f"fold{fold}", config, progress=False, state_bank=bank)
+            held = np.flatnonzero(folds == fold)
+            result = train_tagger(fold_splits(rows, folds, fold, cv), taxonomy, work / f"fold{fold}", config,
+                                  progress=False, state_bank=bank)
             _save_fold(out, fold, {"held": held, "logits": result.test_logits}, {"seconds": round(time.time() - started, 1)})
             print(f"fold {fold}: {time.time() - started:.0f} s", flush=True)
     finally:
@@ -171,22 +163,23 @@ def run_self_training(rows: list[dict], b4: list[dict], folds: np.ndarray, taxon
     try:
         for fold in todo:
             started = time.time()
-            inner, held = _inner(rows, folds, fold, cv)
-            test = [rows[i] for i in held]
+            held = np.flatnonzero(folds == fold)
+            splits = fold_splits(rows, folds, fold, cv)
+            test = splits["test"]
             test_docs = {r["doc_id"] for r in test}
             fold_pool = [dict(p, targets=[0] * len(taxonomy)) for p in pool if p["doc_id"] not in test_docs][:pool_size]
             # the teacher's encoder; the pool rides along in its test split to get its logits
-            teacher = train_tagger({"train": inner["train"], "dev": inner["dev"], "test": test + fold_pool}, taxonomy,
+            teacher = train_tagger({**splits, "test": test + fold_pool}, taxonomy,
                                    work / f"teacher{fold}", config, progress=False, state_bank=bank)
             held_logits, pool_logits = teacher.test_logits[: len(test)], teacher.test_logits[len(test):]
             teacher_seconds = time.time() - started
-            unseen = test_docs | {r["doc_id"] for r in inner["dev"]}
-            lexical_rows = inner["train"] + [r for r in b4 if r["doc_id"] not in unseen]
+            # the lexical half as the default fits it: batch 4 from documents outside dev and test
+            lexical_rows = splits["train"] + extra_outside(b4, test + splits["dev"])
             lexical = TfidfBaseline(label_names=taxonomy.ids).fit([r["text"] for r in lexical_rows],
                                                                   [r["targets"] for r in lexical_rows])
             soft = (sigmoid(pool_logits) + sigmoid(lexical.decision_function([p["text"] for p in fold_pool]))) / 2
             students = [dict(p, targets=[float(x) for x in s]) for p, s in zip(fold_pool, soft)]
-            student = train_tagger({"train": inner["train"] + students, "dev": inner["dev"], "test": test}, taxonomy,
+            student = train_tagger({**splits, "train": splits["train"] + students}, taxonomy,
                                    work / f"student{fold}", config, progress=False, state_bank=bank)
             _save_fold(out, fold, {"held": held, "teacher": held_logits, "logits": student.test_logits, "soft": soft},
                        {"teacher_seconds": round(teacher_seconds, 1),
@@ -213,15 +206,11 @@ def keyword_probabilities(keyword_hits: np.ndarray, y: np.ndarray, folds: np.nda
     return probs
 
 
-def _fold_f1(y: np.ndarray, probs: np.ndarray, folds: np.ndarray, only: list[int]) -> np.ndarray:
-    """[folds, labels] F1 at 0.5."""
-    return np.array([binary_f1(y[folds == k].T, (probs[folds == k] >= 0.5).T) for k in only])
-
-
 def report(systems: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray, labels: list[str], only: list[int],
            pairs: list[tuple[str, str]]) -> str:
     """One Markdown table of the systems and one of the paired differences, over the folds in `only`."""
-    table = {name: _fold_f1(y, p, folds, only) for name, p in systems.items()}
+    rows = np.isin(folds, only)
+    table = {name: per_fold_f1(y[rows], (p[rows] >= 0.5).astype(int), folds[rows]) for name, p in systems.items()}
 
     def cell(a: np.ndarray, sign: str = "") -> str:
         return f"{a.mean():{sign}.3f} ± {a.std(ddof=1) if len(a) > 1 else 0:.3f}"

@@ -82,6 +82,18 @@ def extra_outside(extra: Sequence[dict], held_out: Sequence[dict]) -> list[dict]
     return [r for r in extra if r["doc_id"] not in docs]
 
 
+def fold_splits(rows: Sequence[dict], folds: np.ndarray, fold: int, cv: CVConfig,
+                extra: Sequence[dict] = ()) -> dict[str, list[dict]]:
+    """One fold as its encoder trains: the held-out rows are the test split; 10% of the other documents
+    (`cv.inner_dev`) are kept for early stopping and the temperature; `extra` rows only ever train."""
+    from policylens.dataset import SplitConfig, split_by_document
+
+    train_rows = [r for r, f in zip(rows, folds) if f != fold]
+    inner = split_by_document(train_rows, SplitConfig(dev=cv.inner_dev, test=0.0, seed=cv.seed + int(fold)))
+    test = [rows[i] for i in np.flatnonzero(folds == fold)]
+    return {"train": inner["train"] + extra_outside(extra, test + inner["dev"]), "dev": inner["dev"], "test": test}
+
+
 def oof_tfidf(rows: Sequence[dict], folds: np.ndarray, labels: list[str], extra: Sequence[dict] = ()) -> np.ndarray:
     """TF-IDF + logistic regression logits; `extra` rows only ever train, never score."""
     from training.baselines import TfidfBaseline
@@ -113,7 +125,6 @@ def oof_encoder(
 ) -> tuple[np.ndarray, list[float]]:
     """Raw pooled encoder logits, each fold trained exactly as `policylens train` trains
     (early stopping and temperature on an inner dev split of the training documents)."""
-    from policylens.dataset import SplitConfig, split_by_document
     from training.tagger import train_tagger
 
     out = np.zeros((len(rows), len(taxonomy)), dtype=np.float32)
@@ -123,11 +134,8 @@ def oof_encoder(
     try:
         for fold in np.unique(folds):
             started = time.time()
-            train_rows = [r for r, f in zip(rows, folds) if f != fold]
-            inner = split_by_document(train_rows, SplitConfig(dev=cv.inner_dev, test=0.0, seed=cv.seed + int(fold)))
+            splits = fold_splits(rows, folds, fold, cv, extra)
             held = np.flatnonzero(folds == fold)
-            test = [rows[i] for i in held]
-            splits = {"train": inner["train"] + extra_outside(extra, test + inner["dev"]), "dev": inner["dev"], "test": test}
             # the encoder alone: the lexical model has its own OOF scores and the stack is fitted on both
             result = train_tagger(splits, taxonomy, work / f"fold{fold}", replace(config, ensemble=False), progress=progress,
                                   state_bank=bank)
