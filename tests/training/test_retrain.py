@@ -355,10 +355,20 @@ def test_the_report_shows_the_gate_warnings_under_its_decision():
     assert "'sme' F1 passed" not in text
 
 
-def test_the_report_says_when_documents_moved_between_splits():
+def test_the_next_report_says_when_documents_moved_between_splits(world, tiny_backbone_dir):
+    """Last in this module: it moves a test document of the shared registry for good."""
     from training.retrain import _moves_markdown
 
-    assert _moves_markdown([]) == []
-    lines = _moves_markdown([{"doc_id": "gwr-2022", "from": "test", "to": "train", "note": "corrected in the desk"}])
-    assert "not the one the current version was gated on" in lines[1]
-    assert lines[-1] == "- gwr-2022: test -> train (corrected in the desk)"
+    assert _moves_markdown([]) == []  # nothing moved, nothing said
+    store, registry, _, _ = world
+    moved = registry.test_doc_ids()[0]
+    registry.move_document(moved, "train", "corrected in the desk")
+
+    def copy_current(splits, taxonomy, output_dir, config, progress=True):  # a "training" that costs nothing
+        assert moved in {row["doc_id"] for row in splits["train"]}  # the move decides where its rows go
+        shutil.copytree(registry.current_dir(), output_dir, dirs_exist_ok=True)
+
+    result = retrain(store, registry, config(tiny_backbone_dir), train_fn=copy_current, progress=False)
+    assert [m["doc_id"] for m in result.report["split_moves"]] == [moved]
+    md = (result.model_dir / "report.md").read_text(encoding="utf-8")
+    assert "not the one the current version was gated on" in md and f"- {moved}: test -> train (corrected in the desk)" in md
