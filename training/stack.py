@@ -10,8 +10,8 @@ new domain) is fitted on the run's dev split instead.
 
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
