@@ -4,6 +4,7 @@
     python -m benchmarks.tagger_variants self-training     # a student encoder on gold + the ensemble's soft labels
     python -m benchmarks.tagger_variants keyword-mean      # the keyword rule as a third probability in the mean
     python -m benchmarks.tagger_variants mean-pooling      # the classifier reads the mean of the last layer, not [CLS]
+    python -m benchmarks.tagger_variants top8              # capacity: the top 8 of 12 layers fine-tuned, not 4
 
 Every variant uses the default's five document folds (`training/cv.py:document_folds`, seed 13) and its
 training loop; each encoder fold is saved when it is done (`models/cv/<variant>/fold<k>.npz`) and not trained
@@ -21,6 +22,7 @@ import resource
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     from training.tagger import TaggerConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling"])
+    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling", "top8"])
     parser.add_argument("--folds", default="0,1,2,3,4", help="which of the five folds to train (comma-separated)")
     parser.add_argument("--pool", type=int, default=6000, help="self-training: unlabelled paragraphs per fold")
     parser.add_argument("--threads", type=int, default=None)
@@ -268,6 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     config = TaggerConfig(num_threads=args.threads, ensemble=False, max_steps=args.smoke)
     if todo and args.variant == "heading-context":
         run_heading_context(rows, folds, taxonomy, todo, out, config)
+    elif todo and args.variant == "top8":
+        run_encoder_folds(rows, folds, taxonomy, todo, out, replace(config, freeze_layers=4))
     elif todo and args.variant == "mean-pooling":
         from training.tagger.cache import LowerLayerCache
 

@@ -39,7 +39,7 @@ class SplitConfig:
 
 
 def load_labelled(paths: Iterable[str | Path], taxonomy: Taxonomy, drop_unknown_labels: bool = False) -> list[dict]:
-    """Read labelled JSON Lines files (`id`, `text`, `labels`, optional `doc_id`, `source`).
+    """Read labelled JSON Lines files (`id`, `text`, `labels`, optional `doc_id`, `source`, `unsure`).
 
     Rejects unknown labels, empty texts and duplicate ids with the file and line. With
     `drop_unknown_labels` (scoring a model on data labelled with a larger taxonomy),
@@ -76,6 +76,8 @@ def load_labelled(paths: Iterable[str | Path], taxonomy: Taxonomy, drop_unknown_
                     "labels": sorted(set(labels), key=taxonomy.index),
                 }
             )
+            if "unsure" in obj:  # the annotator hesitated on a tag: CV reports such rows apart
+                rows[-1]["unsure"] = bool(obj["unsure"])
     return rows
 
 

@@ -218,7 +218,7 @@ def run_experiment(
 ) -> tuple[OutOfFold, dict[str, Any]]:
     """Cross-validate, save the OOF scores and the report in `out_dir`; with `reuse`, a system whose
     scores were saved there for the same data, folds and settings is not trained again."""
-    from training.cv_report import cv_markdown, cv_report, load_oof, save_oof
+    from training.cv_report import cv_markdown, cv_report, load_oof, row_slices, save_oof
     from training.tagger import TaggerConfig
 
     cv = cv or CVConfig()
@@ -240,7 +240,7 @@ def run_experiment(
                 oof.peak_rss_mb[system] = saved.peak_rss_mb.get(system, 0.0)
     save_oof(oof, out_dir / "oof", {"key": key, "rows": len(rows), "extra_rows": len(extra),
                                     "lexical_extra_rows": len(extra if lexical_extra is None else lexical_extra)})
-    report = cv_report(oof)
+    report = cv_report(oof, row_slices(list(rows)))
     from policylens.io import atomic_write, write_json
 
     write_json(out_dir / "report.json", report)

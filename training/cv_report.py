@@ -65,25 +65,84 @@ def system_predictions(oof: OutOfFold) -> dict[str, np.ndarray]:
     return preds
 
 
-def cv_report(oof: OutOfFold) -> dict[str, Any]:
-    """Per system: macro and per-label F1, mean ± std over folds, with its time and peak memory."""
-    report = {}
-    for system, pred in system_predictions(oof).items():
+def row_slices(rows: list[dict]) -> dict[str, list[str]]:
+    """How the rows divide for the breakdown: by genre (`source`) and, where the data record it, by whether
+    the annotator was sure of the labels (`unsure`)."""
+    slices = {"source": [str(r.get("source", "")) for r in rows]}
+    if any("unsure" in r for r in rows):
+        slices["annotator"] = [{True: "unsure", False: "sure"}.get(r.get("unsure"), "not recorded") for r in rows]
+    return slices
+
+
+def slice_summary(y: np.ndarray, preds: dict[str, np.ndarray], slices: dict[str, list[str]],
+                  labels: list[str]) -> list[dict[str, Any]]:
+    """Each system's F1 on each slice's rows, pooled over the folds (a slice is too small to split by fold):
+    where the tagger fails, and whether its lead over the baselines holds in every genre."""
+    out = []
+    for name, values in slices.items():
+        values = np.asarray(values)
+        for value in sorted(set(values.tolist())):
+            mask = values == value
+            entry = {"slice": name, "value": value, "rows": int(mask.sum()),
+                     "positives": {label: int(y[mask, j].sum()) for j, label in enumerate(labels)}, "systems": {}}
+            for system, pred in preds.items():
+                table = per_fold_f1(y[mask], pred[mask], np.zeros(int(mask.sum()), dtype=int))[0]
+                entry["systems"][system] = {
+                    "macro_f1": None if np.isnan(table).all() else round(float(np.nanmean(table)), 4),
+                    "per_label": {label: None if np.isnan(f) else round(float(f), 4) for label, f in zip(labels, table)},
+                }
+            out.append(entry)
+    return out
+
+
+def cv_report(oof: OutOfFold, slices: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Per system: macro and per-label F1, mean ± std over folds, with its time and peak memory; with
+    `slices` (see `row_slices`), also each system's F1 on every slice under the key `by_slice`."""
+    report: dict[str, Any] = {}
+    preds = system_predictions(oof)
+    for system, pred in preds.items():
         report[system] = fold_summary(oof.y, pred, oof.folds, oof.labels)
         inputs = ("encoder", "tfidf") if system in ENSEMBLES else (system,)
         report[system]["seconds"] = round(sum(oof.seconds.get(s, 0.0) for s in inputs), 1)
         report[system]["peak_rss_mb"] = max(oof.peak_rss_mb.get(s, 0.0) for s in inputs)
+    if slices:
+        report["by_slice"] = slice_summary(oof.y, preds, slices, oof.labels)
     return report
 
 
 def cv_markdown(report: dict[str, Any], labels: list[str]) -> str:
-    """One table: systems as rows, macro-F1 ± std and each label's F1 ± std as columns."""
+    """One table: systems as rows, macro-F1 ± std and each label's F1 ± std as columns; then, when the
+    report has them, the slices (`slice_markdown`)."""
     head = "| system | macro-F1 | " + " | ".join(labels) + " | train s (all folds) | peak MB |"
     lines = [head, "|" + "---|" * (len(labels) + 4)]
     for system, row in report.items():
+        if system == "by_slice":
+            continue
         cells = [f"{row['per_label'][label]['f1']:.3f} ± {row['per_label'][label]['std']:.3f}" for label in labels]
         lines.append(f"| {system} | **{row['macro_f1']:.3f} ± {row['macro_f1_std']:.3f}** | " + " | ".join(cells)
                      + f" | {row['seconds']:.0f} | {row['peak_rss_mb']:.0f} |")
+    if report.get("by_slice"):
+        lines += ["", slice_markdown(report["by_slice"], labels)]
+    return "\n".join(lines)
+
+
+def slice_markdown(by_slice: list[dict[str, Any]], labels: list[str]) -> str:
+    """Slices as rows: the first system's (the default's) per-label F1, then every system's macro-F1."""
+    systems = list(by_slice[0]["systems"])
+    main = "ensemble" if "ensemble" in systems else systems[0]
+
+    def f1(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    lines = ["F1 by slice, OOF rows pooled over the folds (positives in brackets):", "",
+             "| slice | rows | " + " | ".join(f"{main} {label}" for label in labels) + " | "
+             + " | ".join(f"{s} macro" for s in systems) + " |",
+             "|" + "---|" * (2 + len(labels) + len(systems))]
+    for entry in by_slice:
+        per_label = entry["systems"][main]["per_label"]
+        lines.append(f"| {entry['slice']}: {entry['value']} | {entry['rows']} | "
+                     + " | ".join(f"{f1(per_label[label])} ({entry['positives'][label]})" for label in labels) + " | "
+                     + " | ".join(f1(entry["systems"][s]["macro_f1"]) for s in systems) + " |")
     return "\n".join(lines)
 
 

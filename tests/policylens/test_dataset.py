@@ -81,6 +81,13 @@ def test_labels_of_a_larger_taxonomy_can_be_dropped_for_scoring(tmp_path, taxono
     assert load_labelled([path], taxonomy, drop_unknown_labels=True)[0]["labels"] == ["sme"]
 
 
+def test_the_annotators_hesitation_is_kept_where_the_data_record_it(tmp_path, taxonomy):
+    path = write(tmp_path / "u.jsonl", [{"id": "a#0", "text": "加快5G基站建设。", "labels": ["5g"], "unsure": True},
+                                        {"id": "a#1", "text": "支持中小企业发展。", "labels": ["sme"]}])
+    first, second = load_labelled([path], taxonomy)
+    assert first["unsure"] is True and "unsure" not in second
+
+
 def test_build_dataset_gives_multi_hot_targets(tmp_path, taxonomy):
     path = write(tmp_path / "a.jsonl", synthetic_rows())
     ds = build_dataset([path], taxonomy)

@@ -13,7 +13,7 @@ from training.cv import (
     oof_encoder,
     run_experiment,
 )
-from training.cv_report import cv_markdown, cv_report, fold_summary, load_oof, save_oof
+from training.cv_report import cv_markdown, cv_report, fold_summary, load_oof, row_slices, save_oof, slice_summary
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,36 @@ def test_fold_summary_is_the_mean_and_spread_of_the_folds():
     summary = fold_summary(y, pred, np.array([0, 0, 1, 1]), ["x"])
     assert summary["per_fold_macro_f1"] == [1.0, 0.0] and summary["macro_f1"] == 0.5
     assert summary["macro_f1_std"] == pytest.approx(np.std([1.0, 0.0], ddof=1), abs=1e-4)
+
+
+def test_slices_score_each_genre_and_the_annotators_certainty_apart():
+    rows = [{"source": "news", "unsure": False}, {"source": "news", "unsure": True},
+            {"source": "policy", "unsure": False}, {"source": "policy"}]
+    slices = row_slices(rows)
+    assert slices == {"source": ["news", "news", "policy", "policy"],
+                      "annotator": ["sure", "unsure", "sure", "not recorded"]}
+    y = np.array([[1, 0], [1, 0], [0, 1], [1, 1]])
+    pred = np.array([[1, 0], [0, 0], [0, 1], [1, 0]])
+    by_slice = {(e["slice"], e["value"]): e for e in slice_summary(y, {"m": pred}, slices, ["a", "b"])}
+    news = by_slice["source", "news"]
+    assert news["rows"] == 2 and news["positives"] == {"a": 2, "b": 0}
+    assert news["systems"]["m"]["per_label"] == {"a": pytest.approx(2 / 3, abs=1e-4), "b": None}  # no positive: no F1
+    assert news["systems"]["m"]["macro_f1"] == pytest.approx(2 / 3, abs=1e-4)
+    policy = by_slice["source", "policy"]["systems"]["m"]
+    assert policy["per_label"] == {"a": 1.0, "b": pytest.approx(2 / 3, abs=1e-4)}
+    assert by_slice["annotator", "unsure"]["systems"]["m"]["macro_f1"] == 0.0
+    assert row_slices([{"source": "news"}]) == {"source": ["news"]}  # no certainty recorded: no such slice
+
+
+def test_the_report_breaks_the_scores_down_by_slice(rows):
+    taxonomy = Taxonomy.load()
+    oof = cross_validate(rows, taxonomy, cv=CVConfig(folds=3, systems=("tfidf", "keyword")), progress=False)
+    report = cv_report(oof, row_slices(rows))
+    sources = {e["value"] for e in report["by_slice"]}
+    assert sources == {r["source"] for r in rows}
+    assert sum(e["rows"] for e in report["by_slice"]) == len(rows)
+    markdown = cv_markdown(report, taxonomy.ids)
+    assert "| tfidf |" in markdown and "F1 by slice" in markdown and "| by_slice |" not in markdown
 
 
 def test_encoder_folds_share_the_frozen_layer_cache_and_the_ensemble_is_reported(rows, tiny_backbone_dir, tmp_path):
