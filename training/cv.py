@@ -205,6 +205,21 @@ def experiment_key(rows: Sequence[dict], extra: Sequence[dict], tagger_config, c
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def system_keys(key: str, systems: Sequence[str], taxonomy: Taxonomy) -> dict[str, str]:
+    """Each system's key: the experiment's, plus what only that system depends on (TF-IDF's settings, the
+    keyword lists), so changing one of those recomputes that system and keeps the encoder's saved folds."""
+    import hashlib
+    import json
+
+    from training.baselines import TfidfBaseline
+
+    own = {"encoder": None, "tfidf": TfidfBaseline().get_params(),
+           "keyword": {label.id: list(label.keywords) for label in taxonomy.labels}}
+    return {system: key if own.get(system) is None else
+            hashlib.sha256(json.dumps([key, system, own[system]], sort_keys=True, default=str).encode()).hexdigest()[:16]
+            for system in systems}
+
+
 def run_experiment(
     rows: Sequence[dict],
     taxonomy: Taxonomy,
@@ -225,11 +240,13 @@ def run_experiment(
     tagger_config = tagger_config or TaggerConfig()
     out_dir = Path(out_dir)
     key = experiment_key(rows, extra, tagger_config, cv, lexical_extra)
+    keys = system_keys(key, cv.systems, taxonomy)
     saved: OutOfFold | None = None
+    saved_keys: dict[str, str] = {}
     if reuse and (out_dir / "oof.json").exists():
         saved, info = load_oof(out_dir / "oof")
-        saved = saved if info.get("key") == key else None
-    todo = tuple(s for s in cv.systems if saved is None or s not in saved.scores)
+        saved_keys = info.get("keys") or {s: info.get("key") for s in saved.scores}  # older runs: one key for all
+    todo = tuple(s for s in cv.systems if saved is None or s not in saved.scores or saved_keys.get(s) != keys[s])
     oof = (cross_validate(rows, taxonomy, tagger_config, replace(cv, systems=todo), extra, progress, lexical_extra)
            if todo else saved)
     if saved is not None and todo:
@@ -238,7 +255,7 @@ def run_experiment(
                 oof.scores[system] = saved.scores[system]
                 oof.seconds[system] = saved.seconds.get(system, 0.0)
                 oof.peak_rss_mb[system] = saved.peak_rss_mb.get(system, 0.0)
-    save_oof(oof, out_dir / "oof", {"key": key, "rows": len(rows), "extra_rows": len(extra),
+    save_oof(oof, out_dir / "oof", {"key": key, "keys": keys, "rows": len(rows), "extra_rows": len(extra),
                                     "lexical_extra_rows": len(extra if lexical_extra is None else lexical_extra)})
     report = cv_report(oof, row_slices(list(rows)))
     from policylens.io import atomic_write, write_json

@@ -117,6 +117,33 @@ def test_an_experiment_is_saved_and_reused_for_the_same_data(rows, tmp_path):
     assert changed.y.shape[0] == len(rows) - 3  # other data: computed afresh
 
 
+def test_a_system_is_recomputed_when_only_its_own_settings_change(rows, tmp_path, monkeypatch):
+    """Changing TF-IDF's regularisation or a keyword list must not reuse that system's saved scores, and must
+    not throw away the others' (an encoder's folds cost an hour)."""
+    import training.cv
+    from policylens.taxonomy import Label
+    from training.baselines import TfidfBaseline
+
+    computed = []
+    for name in ("oof_tfidf", "oof_keyword"):
+        original = getattr(training.cv, name)
+        monkeypatch.setattr(training.cv, name, lambda *a, _f=original, _n=name, **k: computed.append(_n) or _f(*a, **k))
+    taxonomy = Taxonomy.load()
+    cv = CVConfig(folds=3, systems=("tfidf", "keyword"))
+    first, _ = run_experiment(rows, taxonomy, tmp_path / "exp", cv=cv, progress=False)
+    assert computed == ["oof_tfidf", "oof_keyword"]
+    defaults = TfidfBaseline.__init__.__defaults__
+    monkeypatch.setattr(TfidfBaseline.__init__, "__defaults__", (0.01, *defaults[1:]))  # another default C
+    second, _ = run_experiment(rows, taxonomy, tmp_path / "exp", cv=cv, progress=False)
+    assert computed[2:] == ["oof_tfidf"] and not np.allclose(second.scores["tfidf"], first.scores["tfidf"])
+    fewer = Taxonomy(labels=[Label(**{**vars(label), "keywords": label.keywords[:1]}) for label in taxonomy.labels],
+                     name=taxonomy.name, version=taxonomy.version)
+    third, _ = run_experiment(rows, fewer, tmp_path / "exp", cv=cv, progress=False)
+    assert computed[3:] == ["oof_keyword"] and third.scores["keyword"].sum() < second.scores["keyword"].sum()
+    run_experiment(rows, fewer, tmp_path / "exp", cv=cv, progress=False)
+    assert len(computed) == 4  # nothing changed: all reused
+
+
 def test_the_lexical_model_can_learn_from_extra_rows_the_encoder_does_not_see(rows):
     """`policylens cv` scores the TF-IDF half as the default tagger trains it: with batch 4, while the
     encoder trains without; extra rows only ever train, and never from a held-out document."""
