@@ -95,6 +95,27 @@ def slice_summary(y: np.ndarray, preds: dict[str, np.ndarray], slices: dict[str,
     return out
 
 
+def paired_summary(y: np.ndarray, preds: dict[str, np.ndarray], folds: np.ndarray, labels: list[str],
+                   reference: str) -> dict[str, Any]:
+    """`reference` minus every other system, fold by fold on the same rows: the mean difference, its spread
+    over folds, the folds where `reference` is ahead, and whether it is ahead by more than the spread."""
+    ref = per_fold_f1(y, preds[reference], folds)
+
+    def entry(diff: np.ndarray) -> dict[str, Any]:
+        mean, std = float(np.nanmean(diff)), float(np.nanstd(diff, ddof=1))
+        return {"mean": round(mean, 4), "std": round(std, 4), "ahead": int((diff > 0).sum()), "folds": int(len(diff)),
+                "beyond_spread": bool(mean > std)}
+
+    out = {}
+    for system, pred in preds.items():
+        if system == reference:
+            continue
+        other = per_fold_f1(y, pred, folds)
+        out[system] = {"macro_f1": entry(np.nanmean(ref, 1) - np.nanmean(other, 1)),
+                       "per_label": {label: entry(ref[:, j] - other[:, j]) for j, label in enumerate(labels)}}
+    return out
+
+
 def cv_report(oof: OutOfFold, slices: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Per system: macro and per-label F1, mean ± std over folds, with its time and peak memory; with
     `slices` (see `row_slices`), also each system's F1 on every slice under the key `by_slice`."""
@@ -105,9 +126,14 @@ def cv_report(oof: OutOfFold, slices: dict[str, list[str]] | None = None) -> dic
         inputs = ("encoder", "tfidf") if system in ENSEMBLES else (system,)
         report[system]["seconds"] = round(sum(oof.seconds.get(s, 0.0) for s in inputs), 1)
         report[system]["peak_rss_mb"] = max(oof.peak_rss_mb.get(s, 0.0) for s in inputs)
+    if "ensemble" in preds:
+        report["paired"] = paired_summary(oof.y, preds, oof.folds, oof.labels, "ensemble")
     if slices:
         report["by_slice"] = slice_summary(oof.y, preds, slices, oof.labels)
     return report
+
+
+EXTRA_SECTIONS = ("paired", "by_slice")  # report keys that are not systems
 
 
 def cv_markdown(report: dict[str, Any], labels: list[str]) -> str:
@@ -116,13 +142,30 @@ def cv_markdown(report: dict[str, Any], labels: list[str]) -> str:
     head = "| system | macro-F1 | " + " | ".join(labels) + " | train s (all folds) | peak MB |"
     lines = [head, "|" + "---|" * (len(labels) + 4)]
     for system, row in report.items():
-        if system == "by_slice":
+        if system in EXTRA_SECTIONS:
             continue
         cells = [f"{row['per_label'][label]['f1']:.3f} ± {row['per_label'][label]['std']:.3f}" for label in labels]
         lines.append(f"| {system} | **{row['macro_f1']:.3f} ± {row['macro_f1_std']:.3f}** | " + " | ".join(cells)
                      + f" | {row['seconds']:.0f} | {row['peak_rss_mb']:.0f} |")
+    if report.get("paired"):
+        lines += ["", paired_markdown(report["paired"], labels)]
     if report.get("by_slice"):
         lines += ["", slice_markdown(report["by_slice"], labels)]
+    return "\n".join(lines)
+
+
+def paired_markdown(paired: dict[str, Any], labels: list[str]) -> str:
+    """The default minus each system, mean ± spread over folds (folds ahead); ✓ where ahead by more than the spread."""
+
+    def cell(e: dict[str, Any]) -> str:
+        return f"{e['mean']:+.3f} ± {e['std']:.3f} ({e['ahead']}/{e['folds']}){' ✓' if e['beyond_spread'] else ''}"
+
+    lines = ["The default (ensemble) minus each system, fold by fold on the same rows; ✓: ahead by more than "
+             "the fold spread:", "", "| ensemble minus | macro-F1 | " + " | ".join(labels) + " |",
+             "|" + "---|" * (len(labels) + 2)]
+    for system, e in paired.items():
+        lines.append(f"| {system} | {cell(e['macro_f1'])} | "
+                     + " | ".join(cell(e["per_label"][label]) for label in labels) + " |")
     return "\n".join(lines)
 
 

@@ -13,7 +13,16 @@ from training.cv import (
     oof_encoder,
     run_experiment,
 )
-from training.cv_report import cv_markdown, cv_report, fold_summary, load_oof, row_slices, save_oof, slice_summary
+from training.cv_report import (
+    cv_markdown,
+    cv_report,
+    fold_summary,
+    load_oof,
+    paired_summary,
+    row_slices,
+    save_oof,
+    slice_summary,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +58,21 @@ def test_fold_summary_is_the_mean_and_spread_of_the_folds():
     summary = fold_summary(y, pred, np.array([0, 0, 1, 1]), ["x"])
     assert summary["per_fold_macro_f1"] == [1.0, 0.0] and summary["macro_f1"] == 0.5
     assert summary["macro_f1_std"] == pytest.approx(np.std([1.0, 0.0], ddof=1), abs=1e-4)
+
+
+def test_the_paired_comparison_says_where_the_default_is_ahead_by_more_than_the_spread():
+    y = np.array([[1, 1], [0, 1], [1, 1], [0, 1], [1, 1], [0, 1]])
+    folds = np.array([0, 0, 1, 1, 2, 2])
+    preds = {"ensemble": y.copy(),  # perfect
+             "b": np.array([[1, 0], [0, 1], [1, 1], [0, 0], [1, 1], [1, 1]])}  # label a: only fold 2 worse
+    paired = paired_summary(y, preds, folds, ["a", "b"], "ensemble")["b"]
+    a, b = paired["per_label"]["a"], paired["per_label"]["b"]
+    assert a["ahead"] == 1 and a["folds"] == 3 and a["mean"] == pytest.approx(1 / 9, abs=1e-4)
+    assert not a["beyond_spread"]  # ahead in one fold only: the spread is larger than the mean
+    assert b["ahead"] == 2 and b["mean"] == pytest.approx(2 / 9, abs=1e-4) and b["beyond_spread"]
+    assert paired["macro_f1"]["mean"] == pytest.approx((1 / 9 + 2 / 9) / 2, abs=1e-4)
+    markdown = cv_markdown({"paired": {"b": paired}}, ["a", "b"])
+    assert "| b | +0.167 ± " in markdown and "(2/3) ✓" in markdown
 
 
 def test_slices_score_each_genre_and_the_annotators_certainty_apart():
