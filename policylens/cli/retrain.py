@@ -174,7 +174,7 @@ models = typer.Typer(help="The model registry: list, promote, roll back, verify.
 
 @models.command("list")
 def list_versions(registry: Path = _REGISTRY) -> None:
-    """Registered versions, their gate decisions and which one is current."""
+    """Registered versions, their gate decisions, which one is current, and documents moved between splits."""
     from policylens.io import InputError
     from training.registry import Registry
 
@@ -182,7 +182,6 @@ def list_versions(registry: Path = _REGISTRY) -> None:
     current = reg.current()
     if not reg.versions():
         typer.echo(f"no versions in {registry}")
-        return
     for name in reg.versions():
         try:
             info = reg.info(name)
@@ -194,6 +193,12 @@ def list_versions(registry: Path = _REGISTRY) -> None:
         mark = "*" if name == current else " "
         typer.echo(f"{mark} {name}  {info.get('created', '')}  data {info.get('data_version', '')}  "
                    f"test macro-F1 {test.get('macro_f1', float('nan')):.3f}  {gate}  labels {','.join(info.get('labels', []))}")
+    moves = reg.split_moves()
+    if moves:  # the yardstick changed: a later version's test split is not an earlier one's
+        typer.echo("documents moved between splits:")
+        for move in moves:
+            typer.echo(f"  {move['at']}  {move['doc_id']}: {move['from']} -> {move['to']}  "
+                       f"(while {move.get('current') or 'no version'} was current) {move['note']}")
 
 
 @models.command("promote")

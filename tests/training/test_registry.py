@@ -194,6 +194,8 @@ def test_a_document_moves_out_of_the_test_split_only_deliberately_and_on_record(
     assert registry.split_assignments()["a"] == "train" and registry.test_doc_ids() == ["b"]
     (move,) = registry.split_moves()
     assert move["from"] == "test" and move["to"] == "train" and move["note"] == "its corrections should train"
+    listing = CliRunner().invoke(app, ["models", "list", "--registry", str(registry.root)]).output
+    assert "a: test -> train" in listing and "its corrections should train" in listing
     for args, why in ((("a", "--to", "train", "--note", "again"), "already in train"),
                       (("zz", "--to", "train", "--note", "x"), "in no recorded split"),
                       (("b", "--to", "holdout", "--note", "x"), "unknown split"),
