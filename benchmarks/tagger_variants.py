@@ -5,6 +5,7 @@
     python -m benchmarks.tagger_variants keyword-mean      # the keyword rule as a third probability in the mean
     python -m benchmarks.tagger_variants mean-pooling      # the classifier reads the mean of the last layer, not [CLS]
     python -m benchmarks.tagger_variants top8              # capacity: the top 8 of 12 layers fine-tuned, not 4
+    python -m benchmarks.tagger_variants with-b4           # the encoder also trains on batch 4, as TF-IDF does
 
 Every variant uses the default's five document folds (`training/cv.py:document_folds`, seed 13) and its
 training loop; each encoder fold is saved when it is done (`models/cv/<variant>/fold<k>.npz`) and not trained
@@ -133,8 +134,9 @@ def mean_pooled_logits(self, states: list, batch: np.ndarray):
 
 
 def run_encoder_folds(rows: list[dict], folds: np.ndarray, taxonomy: Taxonomy, todo: list[int], out: Path,
-                      config) -> None:
-    """The default's encoder folds (training/cv.py:oof_encoder) on `rows`, each fold saved when done."""
+                      config, extra: list[dict] = ()) -> None:
+    """The default's encoder folds (training/cv.py:oof_encoder) on `rows`, each fold saved when done; `extra`
+    rows only ever train, and never from a held-out or inner-dev document."""
     from training.tagger import train_tagger
 
     cv, bank, work = CVConfig(), {}, Path(tempfile.mkdtemp(prefix="policylens-variant-"))
@@ -142,7 +144,7 @@ def run_encoder_folds(rows: list[dict], folds: np.ndarray, taxonomy: Taxonomy, t
         for fold in todo:
             started = time.time()
             held = np.flatnonzero(folds == fold)
-            result = train_tagger(fold_splits(rows, folds, fold, cv), taxonomy, work / f"fold{fold}", config,
+            result = train_tagger(fold_splits(rows, folds, fold, cv, extra), taxonomy, work / f"fold{fold}", config,
                                   progress=False, state_bank=bank)
             _save_fold(out, fold, {"held": held, "logits": result.test_logits}, {"seconds": round(time.time() - started, 1)})
             print(f"fold {fold}: {time.time() - started:.0f} s", flush=True)
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     from training.tagger import TaggerConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling", "top8"])
+    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling", "top8", "with-b4"])
     parser.add_argument("--folds", default="0,1,2,3,4", help="which of the five folds to train (comma-separated)")
     parser.add_argument("--pool", type=int, default=6000, help="self-training: unlabelled paragraphs per fold")
     parser.add_argument("--threads", type=int, default=None)
@@ -270,6 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     config = TaggerConfig(num_threads=args.threads, ensemble=False, max_steps=args.smoke)
     if todo and args.variant == "heading-context":
         run_heading_context(rows, folds, taxonomy, todo, out, config)
+    elif todo and args.variant == "with-b4":
+        run_encoder_folds(rows, folds, taxonomy, todo, out, config, extra=b4)
     elif todo and args.variant == "top8":
         run_encoder_folds(rows, folds, taxonomy, todo, out, replace(config, freeze_layers=4))
     elif todo and args.variant == "mean-pooling":
