@@ -5,7 +5,7 @@
     python -m benchmarks.tagger_variants keyword-mean      # the keyword rule as a third probability in the mean
     python -m benchmarks.tagger_variants mean-pooling      # the classifier reads the mean of the last layer, not [CLS]
     python -m benchmarks.tagger_variants top8              # capacity: the top 8 of 12 layers fine-tuned, not 4
-    python -m benchmarks.tagger_variants with-b4           # the encoder also trains on batch 4, as TF-IDF does
+    python -m benchmarks.tagger_variants with-b4           # the encoder also trains on batch 4 (adopted as the default)
 
 Every variant uses the default's five document folds (`training/cv.py:document_folds`, seed 13) and its
 training loop; each encoder fold is saved when it is done (`models/cv/<variant>/fold<k>.npz`) and not trained
@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     config = TaggerConfig(num_threads=args.threads, ensemble=False, max_steps=args.smoke)
     if todo and args.variant == "heading-context":
         run_heading_context(rows, folds, taxonomy, todo, out, config)
-    elif todo and args.variant == "with-b4":
-        run_encoder_folds(rows, folds, taxonomy, todo, out, config, extra=b4)
+    elif todo and args.variant == "with-b4":  # run as `extra` rows, which is what encoder_with_b4 now does
+        run_encoder_folds(rows, folds, taxonomy, todo, out, replace(config, encoder_with_b4=False), extra=b4)
     elif todo and args.variant == "top8":
         run_encoder_folds(rows, folds, taxonomy, todo, out, replace(config, freeze_layers=4))
     elif todo and args.variant == "mean-pooling":

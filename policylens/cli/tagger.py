@@ -32,6 +32,8 @@ def train(
     max_length: int = typer.Option(256),
     freeze_embeddings: bool = typer.Option(True, help="Freeze the word embeddings (much faster on CPU)."),
     freeze_layers: int = typer.Option(8, help="Freeze (and cache) the lowest N transformer layers; 0 trains all."),
+    b4: bool = typer.Option(TaggerConfig.encoder_with_b4, "--b4/--no-b4", help="The encoder also trains on "
+                            "../shared/data/train_silver_b4.jsonl when present (the lexical half always does)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after N optimiser steps (smoke runs)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
     seed: int = typer.Option(13),
@@ -48,7 +50,7 @@ def train(
         config = TaggerConfig(
             backbone=backbone, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             max_length=max_length, freeze_embeddings=freeze_embeddings, freeze_layers=freeze_layers,
-            max_steps=max_steps, seed=seed,
+            encoder_with_b4=b4, max_steps=max_steps, seed=seed,
         )
         result = train_tagger(splits, taxonomy, out, config, resume=resume)
     except (InputError, ValueError) as err:
@@ -111,7 +113,7 @@ def evaluate(
     """Score the tagger and the baselines on the same test split (or the same CV folds); write JSON and Markdown."""
     if folds:
         _run_cv("default", folds, ("encoder", "tfidf", "keyword"), TaggerConfig.epochs, TaggerConfig.learning_rate,
-                TaggerConfig.freeze_layers, False, False, True, seed)
+                TaggerConfig.freeze_layers, TaggerConfig.encoder_with_b4, False, True, seed)
         return
     from policylens.io import InputError
     from policylens.metrics import markdown_table
@@ -151,8 +153,8 @@ def cross_validate(
     epochs: int = typer.Option(TaggerConfig.epochs),
     learning_rate: float = typer.Option(TaggerConfig.learning_rate),
     freeze_layers: int = typer.Option(8, help="Freeze (and cache) the lowest N layers; 0 trains all 12."),
-    with_b4: bool = typer.Option(False, "--with-b4", help="Add ../shared/data/train_silver_b4.jsonl to every "
-                                 "training fold (never to a test fold)."),
+    with_b4: bool = typer.Option(TaggerConfig.encoder_with_b4, "--b4/--no-b4", help="The encoder also trains on "
+                                 "../shared/data/train_silver_b4.jsonl (never a held-out document's rows)."),
     write_recipe: bool = typer.Option(False, "--write-recipe", help="Write the ensemble's combiner and "
                                       "thresholds, chosen on these OOF scores, to data/tagger_stack.json."),
     combine: str = typer.Option("mean", help="With --write-recipe: mean (of the two probabilities, nothing "
@@ -178,20 +180,19 @@ def _run_cv(name: str, folds: int, systems: tuple[str, ...], epochs: int, learni
     try:
         taxonomy = Taxonomy.load()
         rows = load_labelled(default_sources(), taxonomy)
-        config = TaggerConfig(epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers, seed=seed)
-        # batch 4 trains the encoder only with --with-b4; the TF-IDF half learns from it as the default tagger's does
+        config = TaggerConfig(epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers, seed=seed,
+                              encoder_with_b4=with_b4)
+        # batch 4: the encoder's training loop adds it itself (config.encoder_with_b4, outside the fold's held-out
+        # and inner-dev documents); the TF-IDF half learns from it as the default tagger's does
         b4 = (load_labelled([SILVER_B4_PATH], taxonomy, drop_unknown_labels=True)
-              if (with_b4 or config.lexical_with_b4) and SILVER_B4_PATH.exists() else [])
+              if config.lexical_with_b4 and SILVER_B4_PATH.exists() else [])
         for row in rows + b4:
             row["targets"] = taxonomy.multi_hot(row["labels"])
-        extra = b4 if with_b4 else []
-        lexical_extra = b4 if config.lexical_with_b4 else extra
         cv = CVConfig(folds=folds, seed=seed, systems=systems)
         console.print(f"{folds}-fold CV over {len(rows)} paragraphs"
-                      + (f"; +{len(extra)} batch-4 rows in every encoder training fold" if extra else "")
-                      + (f"; +{len(lexical_extra)} batch-4 rows in every TF-IDF training fold" if lexical_extra else ""))
-        oof, report = run_experiment(rows, taxonomy, CV_DIR / name, config, cv, extra, reuse=reuse,
-                                     lexical_extra=lexical_extra)
+                      + (f"; batch 4 ({len(b4)} rows) trains TF-IDF" if b4 else "")
+                      + ("; batch 4 trains the encoder" if config.encoder_with_b4 and SILVER_B4_PATH.exists() else ""))
+        oof, report = run_experiment(rows, taxonomy, CV_DIR / name, config, cv, reuse=reuse, lexical_extra=b4)
     except (InputError, ValueError) as err:
         fail(str(err))
     console.print(cv_markdown(report, taxonomy.ids))

@@ -76,7 +76,8 @@ def make_world(root: Path, tagger_dir: Path, backbone_dir: Path) -> tuple[Traini
                                "metrics": {}, "gate": {"promote": True}})
     registry.promote("v0001")
     tagger = TaggerConfig(backbone=str(backbone_dir), epochs=1, batch_size=8, learning_rate=3e-3, head_learning_rate=3e-3,
-                          freeze_embeddings=False, freeze_layers=0, max_length=48, stride=12, num_threads=1)
+                          freeze_embeddings=False, freeze_layers=0, max_length=48, stride=12, num_threads=1,
+                          encoder_with_b4=False)
     return TrainingBackend(store, registry, RetrainConfig(tagger=tagger)), registry.root / "CURRENT"
 
 

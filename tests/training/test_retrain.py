@@ -36,7 +36,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def config(backbone: Path, **kw) -> RetrainConfig:
     tagger = TaggerConfig(backbone=str(backbone), epochs=5, batch_size=8, learning_rate=3e-3, head_learning_rate=3e-3,
                           freeze_embeddings=False, freeze_layers=0, max_length=48, stride=12, patience=10, num_threads=1,
-                          stack_recipe="", lexical_with_b4=False)  # hermetic: no project recipe, no shared batch 4
+                          stack_recipe="", lexical_with_b4=False, encoder_with_b4=False)  # hermetic: no project recipe, no shared batch 4
     return RetrainConfig(tagger=tagger, **kw)
 
 
@@ -142,7 +142,7 @@ from training.tagger import TaggerConfig
 root, backbone, base = sys.argv[1:4]
 store = LabelStore(root + "/store", taxonomy_path=root + "/taxonomy.json", base_sources=[base])
 tagger = TaggerConfig(backbone=backbone, epochs=500, batch_size=8, max_length=48, stride=12, patience=1000,
-                      freeze_embeddings=False, freeze_layers=0, num_threads=1, stack_recipe="", lexical_with_b4=False)
+                      freeze_embeddings=False, freeze_layers=0, num_threads=1, stack_recipe="", lexical_with_b4=False, encoder_with_b4=False)
 retrain(store, Registry(root + "/registry"), RetrainConfig(tagger=tagger), progress=False)
 """
 

@@ -39,7 +39,7 @@ def make_splits(taxonomy: Taxonomy) -> dict[str, list[dict]]:
 def tiny_config(backbone: Path, **kw) -> TaggerConfig:
     base = dict(backbone=str(backbone), epochs=6, batch_size=8, learning_rate=3e-3, head_learning_rate=3e-3,
                 freeze_embeddings=False, freeze_layers=0, max_length=64, stride=16, patience=10, num_threads=1,
-                stack_recipe="", lexical_with_b4=False)  # the project's recipe is for the real encoder: tiny models
+                stack_recipe="", lexical_with_b4=False, encoder_with_b4=False)  # the project's recipe is for the real encoder: tiny models
                 # fit their stack on dev; batch 4 is shared data the tests do not depend on
     base.update(kw)
     return TaggerConfig(**base)
@@ -210,7 +210,7 @@ def test_real_backbone_loss_falls_in_a_few_steps(tmp_path):
     splits = split_by_document(rows)
     for row in (r for s in splits.values() for r in s):
         row["targets"] = taxonomy.multi_hot(row["labels"])
-    config = TaggerConfig(epochs=1, max_steps=12, batch_size=8, evals_per_epoch=3, learning_rate=1e-4)
+    config = TaggerConfig(epochs=1, max_steps=12, batch_size=8, evals_per_epoch=3, learning_rate=1e-4, encoder_with_b4=False)
     result = train_tagger(splits, taxonomy, tmp_path / "m", config, progress=False)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0]
@@ -229,3 +229,29 @@ def test_batch_4_joins_the_lexical_model_only_from_documents_outside_dev_and_tes
     monkeypatch.setattr(policylens.paths, "SILVER_B4_PATH", b4)
     extra = _lexical_extra(make_splits(taxonomy), taxonomy)  # d16-19 are dev, d20-23 test
     assert sorted(r["doc_id"] for r in extra) == ["d0", "other"] and extra[0]["targets"] == [0, 0, 0, 1]
+
+
+def test_the_encoder_trains_on_batch_4_only_when_asked_and_never_on_dev_or_test_documents(tmp_path, monkeypatch,
+                                                                                         tiny_backbone_dir):
+    import json as _json
+
+    import policylens.paths
+    import training.tagger.loop as loop
+
+    taxonomy = Taxonomy.load()
+    b4 = tmp_path / "b4.jsonl"
+    b4.write_text("\n".join(_json.dumps({"id": f"{doc}#b4", "doc_id": doc, "text": f"批次四{doc}产业链供应链",
+                                         "labels": ["supply_chain"]}) for doc in ("d0", "d17", "d21", "other")),
+                  encoding="utf-8")
+    monkeypatch.setattr(policylens.paths, "SILVER_B4_PATH", b4)
+    seen: list[list[str]] = []
+    original = loop.training_windows
+    monkeypatch.setattr(loop, "training_windows",
+                        lambda tokenizer, rows, config: seen.append([r["id"] for r in rows]) or original(tokenizer, rows, config))
+    splits = make_splits(taxonomy)
+    for with_b4 in (False, True):
+        config = tiny_config(tiny_backbone_dir, encoder_with_b4=with_b4, max_steps=1, ensemble=False)
+        loop.train_tagger(splits, taxonomy, tmp_path / f"m{with_b4}", config, progress=False)
+    without, with_ = seen
+    assert without == [r["id"] for r in splits["train"]]
+    assert with_ == without + ["d0#b4", "other#b4"]  # d17 is a dev document, d21 a test one

@@ -141,6 +141,8 @@ def _prepare(
     train_rows, dev_rows = splits["train"], splits["dev"]
     if not train_rows or not dev_rows:
         raise ValueError("training needs non-empty train and dev splits")
+    if config.encoder_with_b4:
+        train_rows = train_rows + _lexical_extra(splits, taxonomy)
     windows, targets, train_owners = training_windows(tokenizer, train_rows, config)
     y_dev = np.asarray([r["targets"] for r in dev_rows], dtype=np.float32)
     dev_windows, dev_owners = tokenize_windows(
@@ -298,7 +300,7 @@ def _calibrate_and_save(
 
 
 def _lexical_extra(splits: dict[str, list[dict]], taxonomy: Taxonomy) -> list[dict]:
-    """The noisier batch 4 (../shared/data/train_silver_b4.jsonl) for the lexical model, when present: only
+    """The noisier batch 4 (../shared/data/train_silver_b4.jsonl) as extra training rows, when present: only
     rows from documents outside dev and test, and only labels this taxonomy knows."""
     from policylens.dataset import load_labelled
     from policylens.paths import SILVER_B4_PATH
