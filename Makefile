@@ -35,7 +35,7 @@ run: setup $(TAGGER)/policylens.json $(SUMMARIZER)/summarizer.json out/summaries
 $(BACKBONE)/config.json: | setup
 	$(BIN)/policylens backbone build
 
-# the encoder + TF-IDF ensemble (data/tagger_stack.json); 10-11 minutes on 2 CPU cores, ONNX export included
+# the encoder + TF-IDF ensemble (data/tagger_stack.json); 13 minutes on 2 CPU cores, ONNX export included
 $(TAGGER)/policylens.json: $(BACKBONE)/config.json
 	$(BIN)/policylens train --out $(TAGGER)
 
