@@ -134,9 +134,8 @@ def mean_pooled_logits(self, states: list, batch: np.ndarray):
 
 
 def run_encoder_folds(rows: list[dict], folds: np.ndarray, taxonomy: Taxonomy, todo: list[int], out: Path,
-                      config, extra: list[dict] = ()) -> None:
-    """The default's encoder folds (training/cv.py:oof_encoder) on `rows`, each fold saved when done; `extra`
-    rows only ever train, and never from a held-out or inner-dev document."""
+                      config) -> None:
+    """The default's encoder folds (training/cv.py:oof_encoder) on `rows`, each fold saved when done."""
     from training.tagger import train_tagger
 
     cv, bank, work = CVConfig(), {}, Path(tempfile.mkdtemp(prefix="policylens-variant-"))
@@ -144,7 +143,7 @@ def run_encoder_folds(rows: list[dict], folds: np.ndarray, taxonomy: Taxonomy, t
         for fold in todo:
             started = time.time()
             held = np.flatnonzero(folds == fold)
-            result = train_tagger(fold_splits(rows, folds, fold, cv, extra), taxonomy, work / f"fold{fold}", config,
+            result = train_tagger(fold_splits(rows, folds, fold, cv), taxonomy, work / f"fold{fold}", config,
                                   progress=False, state_bank=bank)
             _save_fold(out, fold, {"held": held, "logits": result.test_logits}, {"seconds": round(time.time() - started, 1)})
             print(f"fold {fold}: {time.time() - started:.0f} s", flush=True)
@@ -272,8 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     config = TaggerConfig(num_threads=args.threads, ensemble=False, max_steps=args.smoke)
     if todo and args.variant == "heading-context":
         run_heading_context(rows, folds, taxonomy, todo, out, config)
-    elif todo and args.variant == "with-b4":  # run as `extra` rows, which is what encoder_with_b4 now does
-        run_encoder_folds(rows, folds, taxonomy, todo, out, replace(config, encoder_with_b4=False), extra=b4)
+    elif todo and args.variant == "with-b4":
+        run_encoder_folds(rows, folds, taxonomy, todo, out, replace(config, encoder_with_b4=True))
     elif todo and args.variant == "top8":
         run_encoder_folds(rows, folds, taxonomy, todo, out, replace(config, freeze_layers=4))
     elif todo and args.variant == "mean-pooling":

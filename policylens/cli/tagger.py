@@ -153,8 +153,8 @@ def cross_validate(
     epochs: int = typer.Option(TaggerConfig.epochs),
     learning_rate: float = typer.Option(TaggerConfig.learning_rate),
     freeze_layers: int = typer.Option(8, help="Freeze (and cache) the lowest N layers; 0 trains all 12."),
-    with_b4: bool = typer.Option(TaggerConfig.encoder_with_b4, "--b4/--no-b4", help="The encoder also trains on "
-                                 "../shared/data/train_silver_b4.jsonl (never a held-out document's rows)."),
+    b4: bool = typer.Option(TaggerConfig.encoder_with_b4, "--b4/--no-b4", help="The encoder also trains on "
+                            "../shared/data/train_silver_b4.jsonl (never a held-out document's rows)."),
     write_recipe: bool = typer.Option(False, "--write-recipe", help="Write the ensemble's combiner and "
                                       "thresholds, chosen on these OOF scores, to data/tagger_stack.json."),
     combine: str = typer.Option("mean", help="With --write-recipe: mean (of the two probabilities, nothing "
@@ -164,11 +164,11 @@ def cross_validate(
 ) -> None:
     """Cross-validate the tagger and the baselines on the same document folds (seeds + silver)."""
     _run_cv(name, folds, tuple(s.strip() for s in systems.split(",") if s.strip()), epochs, learning_rate,
-            freeze_layers, with_b4, write_recipe, reuse, seed, combine)
+            freeze_layers, b4, write_recipe, reuse, seed, combine)
 
 
 def _run_cv(name: str, folds: int, systems: tuple[str, ...], epochs: int, learning_rate: float, freeze_layers: int,
-            with_b4: bool, write_recipe: bool, reuse: bool, seed: int, combine: str = "mean") -> None:
+            b4_encoder: bool, write_recipe: bool, reuse: bool, seed: int, combine: str = "mean") -> None:
     from policylens.dataset import default_sources, load_labelled
     from policylens.io import InputError
     from policylens.paths import CV_DIR, SILVER_B4_PATH
@@ -181,7 +181,7 @@ def _run_cv(name: str, folds: int, systems: tuple[str, ...], epochs: int, learni
         taxonomy = Taxonomy.load()
         rows = load_labelled(default_sources(), taxonomy)
         config = TaggerConfig(epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers, seed=seed,
-                              encoder_with_b4=with_b4)
+                              encoder_with_b4=b4_encoder)
         # batch 4: the encoder's training loop adds it itself (config.encoder_with_b4, outside the fold's held-out
         # and inner-dev documents); the TF-IDF half learns from it as the default tagger's does
         b4 = (load_labelled([SILVER_B4_PATH], taxonomy, drop_unknown_labels=True)

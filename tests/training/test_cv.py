@@ -169,8 +169,8 @@ def test_a_system_is_recomputed_when_only_its_own_settings_change(rows, tmp_path
 
 
 def test_the_lexical_model_can_learn_from_extra_rows_the_encoder_does_not_see(rows):
-    """`policylens cv` scores the TF-IDF half as the default tagger trains it: with batch 4, while the
-    encoder trains without; extra rows only ever train, and never from a held-out document."""
+    """`policylens cv` scores the TF-IDF half as the default tagger trains it, with batch 4 (the encoder's
+    training loop adds batch 4 itself); extra rows only ever train, and never from a held-out document."""
     from tiny_policy_texts import NONE
 
     taxonomy = Taxonomy.load()

@@ -220,14 +220,14 @@ def test_batch_4_joins_the_lexical_model_only_from_documents_outside_dev_and_tes
     import json as _json
 
     import policylens.paths
-    from training.tagger.loop import _lexical_extra
+    from training.tagger.loop import _batch4_rows
 
     taxonomy = Taxonomy.load()
     b4 = tmp_path / "b4.jsonl"
     b4.write_text("\n".join(_json.dumps({"id": f"{doc}#1", "doc_id": doc, "text": "产业链供应链", "labels": ["supply_chain"]})
                             for doc in ("d0", "d17", "d21", "other")), encoding="utf-8")
     monkeypatch.setattr(policylens.paths, "SILVER_B4_PATH", b4)
-    extra = _lexical_extra(make_splits(taxonomy), taxonomy)  # d16-19 are dev, d20-23 test
+    extra = _batch4_rows(make_splits(taxonomy), taxonomy)  # d16-19 are dev, d20-23 test
     assert sorted(r["doc_id"] for r in extra) == ["d0", "other"] and extra[0]["targets"] == [0, 0, 0, 1]
 
 

@@ -142,7 +142,7 @@ def _prepare(
     if not train_rows or not dev_rows:
         raise ValueError("training needs non-empty train and dev splits")
     if config.encoder_with_b4:
-        train_rows = train_rows + _lexical_extra(splits, taxonomy)
+        train_rows = train_rows + _batch4_rows(splits, taxonomy)
     windows, targets, train_owners = training_windows(tokenizer, train_rows, config)
     y_dev = np.asarray([r["targets"] for r in dev_rows], dtype=np.float32)
     dev_windows, dev_owners = tokenize_windows(
@@ -299,7 +299,7 @@ def _calibrate_and_save(
     return metrics, seconds
 
 
-def _lexical_extra(splits: dict[str, list[dict]], taxonomy: Taxonomy) -> list[dict]:
+def _batch4_rows(splits: dict[str, list[dict]], taxonomy: Taxonomy) -> list[dict]:
     """The noisier batch 4 (../shared/data/train_silver_b4.jsonl) as extra training rows, when present: only
     rows from documents outside dev and test, and only labels this taxonomy knows."""
     from policylens.dataset import load_labelled
@@ -322,7 +322,7 @@ def _fit_ensemble(meta: TaggerMeta, splits: dict[str, list[dict]], config: Tagge
     from training.stack import STACK_RECIPE_PATH, Recipe, read_recipe, stack_for
 
     labels = meta.taxonomy.ids
-    train = splits["train"] + (_lexical_extra(splits, meta.taxonomy) if config.lexical_with_b4 else [])
+    train = splits["train"] + (_batch4_rows(splits, meta.taxonomy) if config.lexical_with_b4 else [])
     lexical = TfidfBaseline(label_names=labels).fit([r["text"] for r in train], [r["targets"] for r in train]).model_
     if config.stack_recipe is None:
         recipe_path = STACK_RECIPE_PATH if STACK_RECIPE_PATH.exists() else None
