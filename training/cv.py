@@ -233,7 +233,13 @@ def run_experiment(
 ) -> tuple[OutOfFold, dict[str, Any]]:
     """Cross-validate, save the OOF scores and the report in `out_dir`; with `reuse`, a system whose
     scores were saved there for the same data, folds and settings is not trained again."""
-    from training.cv_report import cv_markdown, cv_report, load_oof, row_slices, save_oof
+    from training.cv_report import (
+        cv_markdown,
+        cv_report,
+        load_oof,
+        row_slices,
+        save_oof,
+    )
     from training.tagger import TaggerConfig
 
     cv = cv or CVConfig()

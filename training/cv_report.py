@@ -103,7 +103,7 @@ def paired_summary(y: np.ndarray, preds: dict[str, np.ndarray], folds: np.ndarra
 
     def entry(diff: np.ndarray) -> dict[str, Any]:
         mean, std = float(np.nanmean(diff)), float(np.nanstd(diff, ddof=1))
-        return {"mean": round(mean, 4), "std": round(std, 4), "ahead": int((diff > 0).sum()), "folds": int(len(diff)),
+        return {"mean": round(mean, 4), "std": round(std, 4), "ahead": int((diff > 0).sum()), "folds": len(diff),
                 "beyond_spread": bool(mean > std)}
 
     out = {}
@@ -138,7 +138,7 @@ EXTRA_SECTIONS = ("paired", "by_slice")  # report keys that are not systems
 
 def cv_markdown(report: dict[str, Any], labels: list[str]) -> str:
     """One table: systems as rows, macro-F1 ± std and each label's F1 ± std as columns; then, when the
-    report has them, the slices (`slice_markdown`)."""
+    report has them, the paired differences (`paired_markdown`) and the slices (`slice_markdown`)."""
     head = "| system | macro-F1 | " + " | ".join(labels) + " | train s (all folds) | peak MB |"
     lines = [head, "|" + "---|" * (len(labels) + 4)]
     for system, row in report.items():
@@ -160,8 +160,8 @@ def paired_markdown(paired: dict[str, Any], labels: list[str]) -> str:
     def cell(e: dict[str, Any]) -> str:
         return f"{e['mean']:+.3f} ± {e['std']:.3f} ({e['ahead']}/{e['folds']}){' ✓' if e['beyond_spread'] else ''}"
 
-    lines = ["The default (ensemble) minus each system, fold by fold on the same rows; ✓: ahead by more than "
-             "the fold spread:", "", "| ensemble minus | macro-F1 | " + " | ".join(labels) + " |",
+    lines = [("The default (ensemble) minus each system, fold by fold on the same rows; ✓: ahead by more than "
+              "the fold spread:"), "", "| ensemble minus | macro-F1 | " + " | ".join(labels) + " |",
              "|" + "---|" * (len(labels) + 2)]
     for system, e in paired.items():
         lines.append(f"| {system} | {cell(e['macro_f1'])} | "

@@ -330,8 +330,8 @@ def _where_new_rows(report: dict[str, Any]) -> str:
 def _moves_markdown(moves: list[dict]) -> list[str]:
     if not moves:
         return []
-    return ["", f"The splits changed since the current version: {len(moves)} document(s) moved, so the fixed test "
-            "split is not the one the current version was gated on:",
+    return ["", (f"The splits changed since the current version: {len(moves)} document(s) moved, so the fixed "
+                 "test split is not the one the current version was gated on:"),
             *[f"- {m['doc_id']}: {m['from']} -> {m['to']} ({m['note']})" for m in moves]]
 
 
