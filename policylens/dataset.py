@@ -15,7 +15,7 @@ from pathlib import Path
 from policylens.chinese import normalize
 from policylens.hashing import seeded_int
 from policylens.io import InputError, read_jsonl
-from policylens.paths import SEED_ANNOTATIONS_PATH, SILVER_PATH
+from policylens.paths import SEED_ANNOTATIONS_PATH, SILVER_CORRECTIONS_PATH, SILVER_PATH
 from policylens.taxonomy import Taxonomy
 
 SPLITS = ("train", "dev", "test")
@@ -43,30 +43,30 @@ def load_labelled(paths: Iterable[str | Path], taxonomy: Taxonomy, drop_unknown_
 
     Rejects unknown labels, empty texts and duplicate ids with the file and line. With
     `drop_unknown_labels` (scoring a model on data labelled with a larger taxonomy),
-    labels outside the taxonomy are dropped instead.
+    labels outside the taxonomy are dropped instead. A correction row (`"correction": true`,
+    `id`, `labels`, optional `was`) replaces the labels of a paragraph read from an earlier
+    file; see `_apply_correction`.
     """
     rows: list[dict] = []
     seen: dict[str, str] = {}
+    position: dict[str, int] = {}
     for path in paths:
         for lineno, obj in read_jsonl(path):
             where = f"{path}:{lineno}"
             row_id = obj.get("id")
             if not isinstance(row_id, str) or not row_id.strip():
                 raise InputError(f"{where}: missing or empty 'id'")
+            labels = _labels(obj, where, taxonomy, drop_unknown_labels)
+            if obj.get("correction") is True:
+                _apply_correction(rows, position, obj, labels, where, taxonomy, drop_unknown_labels)
+                continue
             if row_id in seen:
                 raise InputError(f"{where}: duplicate id {row_id!r} (first seen at {seen[row_id]})")
             seen[row_id] = where
             text = obj.get("text")
             if not isinstance(text, str) or not text.strip():
                 raise InputError(f"{where}: empty text for id {row_id!r}")
-            labels = obj.get("labels")
-            if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-                raise InputError(f"{where}: 'labels' must be a list of label ids (may be empty)")
-            unknown = sorted(set(labels) - set(taxonomy.ids))
-            if unknown and drop_unknown_labels:
-                labels = [label for label in labels if label in taxonomy.ids]
-            elif unknown:
-                raise InputError(f"{where}: unknown label(s) {unknown}; the taxonomy has {taxonomy.ids}")
+            position[row_id] = len(rows)
             rows.append(
                 {
                     "id": row_id,
@@ -81,12 +81,57 @@ def load_labelled(paths: Iterable[str | Path], taxonomy: Taxonomy, drop_unknown_
     return rows
 
 
+def _labels(obj: dict, where: str, taxonomy: Taxonomy, drop_unknown: bool) -> list[str]:
+    labels = obj.get("labels")
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise InputError(f"{where}: 'labels' must be a list of label ids (may be empty)")
+    unknown = sorted(set(labels) - set(taxonomy.ids))
+    if unknown and drop_unknown:
+        return [label for label in labels if label in taxonomy.ids]
+    if unknown:
+        raise InputError(f"{where}: unknown label(s) {unknown}; the taxonomy has {taxonomy.ids}")
+    return labels
+
+
+def _apply_correction(rows: list[dict], position: dict[str, int], obj: dict, labels: list[str], where: str,
+                      taxonomy: Taxonomy, drop_unknown: bool) -> None:
+    """Replace an earlier paragraph's labels, keeping its first annotator's labels as `labels_before`.
+
+    `was` records the labels the correction was made against. When the source has changed them
+    since (a new release of the silver set), the source wins and the correction is skipped with a
+    warning: a correction must not silently undo someone else's later fix.
+    """
+    import warnings
+
+    row_id = obj["id"]
+    if row_id not in position:
+        raise InputError(f"{where}: correction for unknown paragraph id {row_id!r} (it must come after the file that holds it)")
+    row = rows[position[row_id]]
+    if "was" in obj:
+        was = _labels({"labels": obj["was"]}, where, taxonomy, drop_unknown)
+        if set(was) != set(row.get("labels_before", row["labels"])):
+            warnings.warn(f"{where}: correction of {row_id!r} skipped: made against {sorted(was)}, "
+                          f"but the source now labels it {row['labels']}", stacklevel=3)
+            return
+    row.setdefault("labels_before", row["labels"])
+    row["labels"] = sorted(set(labels), key=taxonomy.index)
+
+
+def strata_labels(row: dict) -> list[str]:
+    """The labels that place a row in a split or fold: its labels before any correction file changed them.
+
+    A correction changes what a row teaches and how it is scored, not where its document falls: splits and
+    cross-validation folds stay the same, so results before and after a correction compare row by row."""
+    return row.get("labels_before", row["labels"])
+
+
 def split_by_document(rows: Sequence[dict], config: SplitConfig | None = None) -> dict[str, list[dict]]:
     """Assign whole documents to splits (iterative stratification over documents).
 
     Documents are visited rarest-label first; each goes to the split that still
     needs the most of that label (then the most paragraphs). Deterministic for a
-    given seed and input, whatever the input order.
+    given seed and input, whatever the input order. Stratified on the labels as
+    first read (`strata_labels`), so that a correction file does not move documents.
     """
     config = config or SplitConfig()
     fractions = config.fractions
@@ -96,7 +141,7 @@ def split_by_document(rows: Sequence[dict], config: SplitConfig | None = None) -
 
     label_totals: dict[str, int] = defaultdict(int)
     for row in rows:
-        for label in row["labels"]:
+        for label in strata_labels(row):
             label_totals[label] += 1
     need = {split: {label: fractions[split] * n for label, n in label_totals.items()} for split in SPLITS}
     need_size = {split: fractions[split] * len(rows) for split in SPLITS}
@@ -104,7 +149,7 @@ def split_by_document(rows: Sequence[dict], config: SplitConfig | None = None) -
     def doc_labels(doc_rows: list[dict]) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
         for row in doc_rows:
-            for label in row["labels"]:
+            for label in strata_labels(row):
                 counts[label] += 1
         return counts
 
@@ -132,10 +177,13 @@ def split_by_document(rows: Sequence[dict], config: SplitConfig | None = None) -
 
 
 def default_sources(include_silver: bool = True) -> list[Path]:
-    """The seed annotations, plus the shared silver set when it is present beside the repo."""
+    """The seed annotations, plus the shared silver set when it is present beside the repo,
+    with the project's corrections of it."""
     sources = [SEED_ANNOTATIONS_PATH]
     if include_silver and SILVER_PATH.exists():
         sources.append(SILVER_PATH)
+        if SILVER_CORRECTIONS_PATH.exists():
+            sources.append(SILVER_CORRECTIONS_PATH)
     return sources
 
 

@@ -30,3 +30,5 @@ SILVER_B4_PATH = SHARED_DIR / "data" / "train_silver_b4.jsonl"  # noisier, opt-i
 CORPUS_PATH = SHARED_DIR / "data" / "corpus_docs.jsonl"
 HEADLINES_PATH = SHARED_DIR / "data" / "summarization" / "news_headlines.jsonl"
 SEED_ANNOTATIONS_PATH = DATA_DIR / "seed_annotations.jsonl"
+# the project's second, adjudicated reading of silver rows: correction rows (id + labels, no text)
+SILVER_CORRECTIONS_PATH = DATA_DIR / "silver_corrections.jsonl"

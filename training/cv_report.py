@@ -67,10 +67,11 @@ def system_predictions(oof: OutOfFold) -> dict[str, np.ndarray]:
 
 def row_slices(rows: list[dict]) -> dict[str, list[str]]:
     """How the rows divide for the breakdown: by genre (`source`) and, where the data record it, by whether
-    the annotator was sure of the labels (`unsure`)."""
+    the annotator was sure of the labels (`unsure`), with the rows a correction file relabelled apart."""
     slices = {"source": [str(r.get("source", "")) for r in rows]}
     if any("unsure" in r for r in rows):
-        slices["annotator"] = [{True: "unsure", False: "sure"}.get(r.get("unsure"), "not recorded") for r in rows]
+        slices["annotator"] = ["corrected" if "labels_before" in r else
+                               {True: "unsure", False: "sure"}.get(r.get("unsure"), "not recorded") for r in rows]
     return slices
 
 

@@ -88,6 +88,46 @@ def test_the_annotators_hesitation_is_kept_where_the_data_record_it(tmp_path, ta
     assert first["unsure"] is True and "unsure" not in second
 
 
+def test_a_correction_row_relabels_a_paragraph_of_an_earlier_file(tmp_path, taxonomy):
+    source = write(tmp_path / "silver.jsonl", [
+        {"id": "r#0", "text": "推动绿色低碳高质量发展。", "labels": ["carbon"], "unsure": True},
+        {"id": "r#1", "text": "加快5G基站建设。", "labels": ["5g"]}])
+    fixes = write(tmp_path / "fixes.jsonl", [{"id": "r#0", "labels": [], "was": ["carbon"], "correction": True}])
+    first, second = load_labelled([source, fixes], taxonomy)
+    assert first["labels"] == [] and first["labels_before"] == ["carbon"] and first["unsure"] is True
+    assert first["text"] == "推动绿色低碳高质量发展。" and second["labels"] == ["5g"] and "labels_before" not in second
+
+
+def test_a_correction_file_does_not_move_documents_between_splits(tmp_path, taxonomy):
+    source = write(tmp_path / "silver.jsonl", synthetic_rows())
+    fixes = write(tmp_path / "fixes.jsonl", [{"id": f"doc{d}#1", "labels": ["carbon"], "correction": True} for d in range(0, 60, 2)])
+    before = split_by_document(load_labelled([source], taxonomy))
+    after = split_by_document(load_labelled([source, fixes], taxonomy))
+    assert {k: [r["id"] for r in v] for k, v in after.items()} == {k: [r["id"] for r in v] for k, v in before.items()}
+    assert sum(r["labels"] == ["carbon"] for r in after["train"]) > sum(r["labels"] == ["carbon"] for r in before["train"])
+
+
+def test_a_correction_made_against_labels_the_source_no_longer_has_is_skipped_with_a_warning(tmp_path, taxonomy):
+    """A newer release of the source wins over an older correction instead of being silently undone."""
+    source = write(tmp_path / "silver.jsonl", [{"id": "r#0", "text": "保障能源供应。", "labels": ["supply_chain"]}])
+    fixes = write(tmp_path / "fixes.jsonl", [{"id": "r#0", "labels": ["carbon"], "was": [], "correction": True}])
+    with pytest.warns(UserWarning, match=r"fixes.jsonl:1: correction of 'r#0' skipped"):
+        (row,) = load_labelled([source, fixes], taxonomy)
+    assert row["labels"] == ["supply_chain"] and "labels_before" not in row
+
+
+@pytest.mark.parametrize("fix, message", [
+    ({"id": "nowhere#9", "labels": [], "correction": True}, "correction for unknown paragraph id 'nowhere#9'"),
+    ({"id": "r#0", "labels": ["smes"], "correction": True}, "unknown label"),
+])
+def test_bad_corrections_are_rejected_with_file_and_line(tmp_path, taxonomy, fix, message):
+    source = write(tmp_path / "silver.jsonl", [{"id": "r#0", "text": "文本。", "labels": []}])
+    fixes = write(tmp_path / "fixes.jsonl", [fix])
+    with pytest.raises(InputError, match=message) as err:
+        load_labelled([source, fixes], taxonomy)
+    assert f"{fixes}:1" in str(err.value)
+
+
 def test_build_dataset_gives_multi_hot_targets(tmp_path, taxonomy):
     path = write(tmp_path / "a.jsonl", synthetic_rows())
     ds = build_dataset([path], taxonomy)

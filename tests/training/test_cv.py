@@ -42,6 +42,15 @@ def test_folds_keep_documents_whole_and_are_deterministic(rows):
     assert np.array_equal(folds, document_folds(list(reversed(rows)), 4, seed=3)[::-1])
 
 
+def test_a_label_correction_does_not_move_any_document_to_another_fold(rows):
+    """Folds are stratified on the labels as first read, so runs before and after a correction file pair row by row."""
+    before = document_folds(rows, 4, seed=3)
+    corrected = [dict(r, labels=[], labels_before=r["labels"]) if i % 3 == 0 else r for i, r in enumerate(rows)]
+    relabelled_in_place = [dict(r, labels=[]) if i % 3 == 0 else r for i, r in enumerate(rows)]
+    assert np.array_equal(document_folds(corrected, 4, seed=3), before)
+    assert not np.array_equal(document_folds(relabelled_in_place, 4, seed=3), before)  # what it guards against
+
+
 def test_baselines_get_out_of_fold_scores_on_the_same_folds(rows):
     taxonomy = Taxonomy.load()
     oof = cross_validate(rows, taxonomy, cv=CVConfig(folds=3, systems=("tfidf", "keyword")), progress=False)
@@ -92,6 +101,8 @@ def test_slices_score_each_genre_and_the_annotators_certainty_apart():
     assert policy["per_label"] == {"a": 1.0, "b": pytest.approx(2 / 3, abs=1e-4)}
     assert by_slice["annotator", "unsure"]["systems"]["m"]["macro_f1"] == 0.0
     assert row_slices([{"source": "news"}]) == {"source": ["news"]}  # no certainty recorded: no such slice
+    relabelled = {"source": "news", "unsure": True, "labels_before": ["carbon"]}  # a correction file changed it
+    assert row_slices([relabelled, rows[0]])["annotator"] == ["corrected", "sure"]
 
 
 def test_the_report_breaks_the_scores_down_by_slice(rows):
