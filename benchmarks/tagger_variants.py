@@ -6,6 +6,8 @@
     python -m benchmarks.tagger_variants mean-pooling      # the classifier reads the mean of the last layer, not [CLS]
     python -m benchmarks.tagger_variants top8              # capacity: the top 8 of 12 layers fine-tuned, not 4
     python -m benchmarks.tagger_variants with-b4           # the encoder also trains on batch 4 (adopted as the default)
+    python -m benchmarks.tagger_variants second-reading    # both halves train on the silver labels as corrected by
+                                                           # data/silver_corrections.jsonl; scored against both labellings
 
 Every variant uses the default's five document folds (`training/cv.py:document_folds`, seed 13) and its
 training loop; each encoder fold is saved when it is done (`models/cv/<variant>/fold<k>.npz`) and not trained
@@ -32,18 +34,19 @@ from policylens.calibration import sigmoid
 from policylens.chinese import normalize
 from policylens.dataset import default_sources, load_labelled
 from policylens.document import Document
-from policylens.paths import CORPUS_PATH, CV_DIR, REPO_ROOT, SILVER_B4_PATH
+from policylens.paths import CORPUS_PATH, CV_DIR, REPO_ROOT, SILVER_B4_PATH, SILVER_CORRECTIONS_PATH
 from policylens.segment import segment
 from policylens.taxonomy import Taxonomy
-from training.cv import CVConfig, document_folds, extra_outside, fold_splits
+from training.cv import CVConfig, document_folds, extra_outside, fold_splits, oof_tfidf
 from training.cv_report import load_oof, per_fold_f1
 
 SEP = "｜"  # between the heading path and the paragraph
 
 
-def labelled_rows(taxonomy: Taxonomy) -> tuple[list[dict], list[dict]]:
-    """The CV rows (seeds + silver) and batch 4, with multi-hot targets, as `policylens cv` reads them."""
-    rows = load_labelled(default_sources(), taxonomy)
+def labelled_rows(taxonomy: Taxonomy, corrected: bool = True) -> tuple[list[dict], list[dict]]:
+    """The CV rows (seeds + silver) and batch 4, with multi-hot targets, as `policylens cv` reads them
+    (`corrected=False`: without the project's corrections of the silver labels)."""
+    rows = load_labelled([p for p in default_sources() if corrected or p != SILVER_CORRECTIONS_PATH], taxonomy)
     b4 = load_labelled([SILVER_B4_PATH], taxonomy, drop_unknown_labels=True) if SILVER_B4_PATH.exists() else []
     for row in rows + b4:
         row["targets"] = taxonomy.multi_hot(row["labels"])
@@ -233,20 +236,73 @@ def report(systems: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray, lab
     return "\n".join(lines)
 
 
+def second_reading(taxonomy: Taxonomy, args) -> None:
+    """Both halves of the default trained on the corrected labels, on the folds of the uncorrected ones
+    (folds are stratified by label), paired with `models/cv/default` (trained on the uncorrected labels).
+
+    Scored three ways: against the uncorrected labels, against the corrected ones, and on the rows no one
+    corrected or re-read: those whose first annotator was sure. The last is the fair comparison: neither
+    system's reference there depends on the second reading."""
+    from training.tagger import TaggerConfig
+
+    original, b4 = labelled_rows(taxonomy, corrected=False)
+    corrected, _ = labelled_rows(taxonomy, corrected=True)
+    if [r["id"] for r in original] != [r["id"] for r in corrected]:
+        raise SystemExit("the corrections changed which rows are read: they may only change labels")
+    folds = document_folds(original, 5, 13)
+    saved, _ = load_oof(CV_DIR / args.baseline / "oof")
+    if not (np.array_equal(saved.folds, folds) and np.array_equal(saved.y, [r["targets"] for r in original])):
+        raise SystemExit(f"models/cv/{args.baseline} was not computed on the uncorrected labels and their folds")
+    out = args.out or CV_DIR / args.variant
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [int(k) for k in args.folds.split(",") if not (out / f"fold{int(k)}.npz").exists()]
+    if todo:
+        config = TaggerConfig(num_threads=args.threads, ensemble=False, max_steps=args.smoke)
+        run_encoder_folds(corrected, folds, taxonomy, todo, out, config)
+    lexical_path = out / "tfidf.npz"
+    if not lexical_path.exists():
+        tmp = out / ".tfidf.npz"
+        np.savez(tmp, logits=oof_tfidf(corrected, folds, taxonomy.ids, b4))
+        tmp.replace(lexical_path)
+    lexical = sigmoid(np.load(lexical_path)["logits"])
+    variant = np.zeros_like(lexical)
+    done = sorted(int(p.stem[4:]) for p in out.glob("fold*.npz"))
+    for k in done:
+        arrays = np.load(out / f"fold{k}.npz")
+        variant[arrays["held"]] = sigmoid(arrays["logits"])
+    before = (sigmoid(saved.scores["encoder"]) + sigmoid(saved.scores["tfidf"])) / 2
+    systems = {"default (uncorrected labels)": before, "trained on corrected labels": (variant + lexical) / 2,
+               "TF-IDF, uncorrected": sigmoid(saved.scores["tfidf"]), "TF-IDF, corrected": lexical}
+    pairs = [("trained on corrected labels", "default (uncorrected labels)"), ("TF-IDF, corrected", "TF-IDF, uncorrected")]
+    sure = np.asarray([not r.get("unsure", False) for r in original])
+    y_fixed = np.asarray([r["targets"] for r in corrected], dtype=int)
+    changed = int((y_fixed != saved.y).any(1).sum())
+    for title, y, keep in [("against the uncorrected labels", saved.y, slice(None)),
+                           (f"against the corrected labels ({changed} rows changed)", y_fixed, slice(None)),
+                           (f"the {int(sure.sum())} rows whose annotator was sure (never corrected)", saved.y, sure)]:
+        print(f"\n## {title}\n")
+        print(report({k: v[keep] for k, v in systems.items()}, y[keep], folds[keep], taxonomy.ids, done, pairs))
+
+
 def main(argv: list[str] | None = None) -> None:
     from training.tagger import TaggerConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling", "top8", "with-b4"])
+    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling", "top8", "with-b4",
+                                            "second-reading"])
     parser.add_argument("--folds", default="0,1,2,3,4", help="which of the five folds to train (comma-separated)")
     parser.add_argument("--pool", type=int, default=6000, help="self-training: unlabelled paragraphs per fold")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, help="where the folds go (default: models/cv/VARIANT)")
+    parser.add_argument("--baseline", default="default", help="second-reading: the saved CV run (models/cv/NAME) "
+                        "of the default trained on the uncorrected labels")
     parser.add_argument("--smoke", type=int, metavar="STEPS", help="a quick check of the code path: 300 rows, "
                         "a pool of 50, STEPS training steps (numbers meaningless; use with --out)")
     args = parser.parse_args(argv)
 
     taxonomy = Taxonomy.load()
+    if args.variant == "second-reading":
+        return second_reading(taxonomy, args)
     rows, b4 = labelled_rows(taxonomy)
     folds = document_folds(rows, 5, 13)
     saved, _ = load_oof(CV_DIR / "default" / "oof")  # FileNotFoundError: run `policylens cv` first
