@@ -34,7 +34,13 @@ from policylens.calibration import sigmoid
 from policylens.chinese import normalize
 from policylens.dataset import default_sources, load_labelled
 from policylens.document import Document
-from policylens.paths import CORPUS_PATH, CV_DIR, REPO_ROOT, SILVER_B4_PATH, SILVER_CORRECTIONS_PATH
+from policylens.paths import (
+    CORPUS_PATH,
+    CV_DIR,
+    REPO_ROOT,
+    SILVER_B4_PATH,
+    SILVER_CORRECTIONS_PATH,
+)
 from policylens.segment import segment
 from policylens.taxonomy import Taxonomy
 from training.cv import CVConfig, document_folds, extra_outside, fold_splits, oof_tfidf
