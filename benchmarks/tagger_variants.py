@@ -8,6 +8,8 @@
     python -m benchmarks.tagger_variants with-b4           # the encoder also trains on batch 4 (adopted as the default)
     python -m benchmarks.tagger_variants second-reading    # both halves train on the silver labels as corrected by
                                                            # data/silver_corrections.jsonl; scored against both labellings
+    python -m benchmarks.tagger_variants soft-disputes     # the same, the encoder trained at 0.5 on the tags the two
+                                                           # readings disagreed on (data/silver_second_reading.jsonl)
 
 Every variant uses the default's five document folds (`training/cv.py:document_folds`, seed 13) and its
 training loop; each encoder fold is saved when it is done (`models/cv/<variant>/fold<k>.npz`) and not trained
@@ -34,6 +36,7 @@ from policylens.calibration import sigmoid
 from policylens.chinese import normalize
 from policylens.dataset import default_sources, load_labelled
 from policylens.document import Document
+from policylens.io import read_jsonl
 from policylens.paths import (
     CORPUS_PATH,
     CV_DIR,
@@ -143,8 +146,10 @@ def mean_pooled_logits(self, states: list, batch: np.ndarray):
 
 
 def run_encoder_folds(rows: list[dict], folds: np.ndarray, taxonomy: Taxonomy, todo: list[int], out: Path,
-                      config) -> None:
-    """The default's encoder folds (training/cv.py:oof_encoder) on `rows`, each fold saved when done."""
+                      config, soft: dict[str, list[int]] | None = None) -> None:
+    """The default's encoder folds (training/cv.py:oof_encoder) on `rows`, each fold saved when done.
+
+    `soft` (row id -> label indices): those training targets become 0.5; the inner dev split keeps its labels."""
     from training.tagger import train_tagger
 
     cv, bank, work = CVConfig(), {}, Path(tempfile.mkdtemp(prefix="policylens-variant-"))
@@ -152,8 +157,11 @@ def run_encoder_folds(rows: list[dict], folds: np.ndarray, taxonomy: Taxonomy, t
         for fold in todo:
             started = time.time()
             held = np.flatnonzero(folds == fold)
-            result = train_tagger(fold_splits(rows, folds, fold, cv), taxonomy, work / f"fold{fold}", config,
-                                  progress=False, state_bank=bank)
+            splits = fold_splits(rows, folds, fold, cv)
+            if soft:
+                splits["train"] = [dict(r, targets=[0.5 if j in soft[r["id"]] else t for j, t in enumerate(r["targets"])])
+                                   if r["id"] in soft else r for r in splits["train"]]
+            result = train_tagger(splits, taxonomy, work / f"fold{fold}", config, progress=False, state_bank=bank)
             _save_fold(out, fold, {"held": held, "logits": result.test_logits}, {"seconds": round(time.time() - started, 1)})
             print(f"fold {fold}: {time.time() - started:.0f} s", flush=True)
     finally:
@@ -242,6 +250,19 @@ def report(systems: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray, lab
     return "\n".join(lines)
 
 
+def disputed_tags(rows: list[dict], taxonomy: Taxonomy) -> dict[str, list[int]]:
+    """Row id -> the label indices on which the second reading (`data/silver_second_reading.jsonl`) and the
+    first annotator disagreed: the tags two careful readers could not agree on."""
+    first = {r["id"]: set(r.get("labels_before", r["labels"])) for r in rows}
+    out = {}
+    for _, obj in read_jsonl(REPO_ROOT / "data" / "silver_second_reading.jsonl"):
+        if obj["id"] in first and not obj.get("control"):
+            tags = [taxonomy.index(label) for label in taxonomy.ids if (label in obj["labels"]) != (label in first[obj["id"]])]
+            if tags:
+                out[obj["id"]] = tags
+    return out
+
+
 def second_reading(taxonomy: Taxonomy, args) -> None:
     """Both halves of the default trained on the corrected labels, on the folds of the uncorrected ones
     (folds are stratified by label), paired with `models/cv/default` (trained on the uncorrected labels).
@@ -264,7 +285,10 @@ def second_reading(taxonomy: Taxonomy, args) -> None:
     todo = [int(k) for k in args.folds.split(",") if not (out / f"fold{int(k)}.npz").exists()]
     if todo:
         config = TaggerConfig(num_threads=args.threads, ensemble=False, max_steps=args.smoke)
-        run_encoder_folds(corrected, folds, taxonomy, todo, out, config)
+        soft = disputed_tags(corrected, taxonomy) if args.variant == "soft-disputes" else None
+        if soft:
+            print(f"{len(soft)} rows, {sum(map(len, soft.values()))} disputed tags trained at 0.5")
+        run_encoder_folds(corrected, folds, taxonomy, todo, out, config, soft)
     lexical_path = out / "tfidf.npz"
     if not lexical_path.exists():
         tmp = out / ".tfidf.npz"
@@ -280,6 +304,14 @@ def second_reading(taxonomy: Taxonomy, args) -> None:
     systems = {"default (uncorrected labels)": before, "trained on corrected labels": (variant + lexical) / 2,
                "TF-IDF, uncorrected": sigmoid(saved.scores["tfidf"]), "TF-IDF, corrected": lexical}
     pairs = [("trained on corrected labels", "default (uncorrected labels)"), ("TF-IDF, corrected", "TF-IDF, uncorrected")]
+    if args.variant == "soft-disputes":  # paired with the hard corrected labels' encoder as well
+        hard = np.zeros_like(lexical)
+        for k in done:
+            arrays = np.load(CV_DIR / "second-reading" / f"fold{k}.npz")
+            hard[arrays["held"]] = sigmoid(arrays["logits"])
+        systems = {"default (uncorrected labels)": before, "trained on corrected labels": (hard + lexical) / 2,
+                   "disputed tags at 0.5": (variant + lexical) / 2}
+        pairs = [("disputed tags at 0.5", "trained on corrected labels"), ("trained on corrected labels", "default (uncorrected labels)")]
     sure = np.asarray([not r.get("unsure", False) for r in original])
     y_fixed = np.asarray([r["targets"] for r in corrected], dtype=int)
     changed = int((y_fixed != saved.y).any(1).sum())
@@ -295,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling", "top8", "with-b4",
-                                            "second-reading"])
+                                            "second-reading", "soft-disputes"])
     parser.add_argument("--folds", default="0,1,2,3,4", help="which of the five folds to train (comma-separated)")
     parser.add_argument("--pool", type=int, default=6000, help="self-training: unlabelled paragraphs per fold")
     parser.add_argument("--threads", type=int, default=None)
@@ -307,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     taxonomy = Taxonomy.load()
-    if args.variant == "second-reading":
+    if args.variant in ("second-reading", "soft-disputes"):
         return second_reading(taxonomy, args)
     rows, b4 = labelled_rows(taxonomy)
     folds = document_folds(rows, 5, 13)
