@@ -9,7 +9,7 @@
     python -m benchmarks.tagger_variants second-reading    # both halves train on the silver labels as corrected by
                                                            # data/silver_corrections.jsonl; scored against both labellings
     python -m benchmarks.tagger_variants soft-disputes     # the same, the encoder trained at 0.5 on the tags the two
-                                                           # readings disagreed on (data/silver_second_reading.jsonl)
+                                                           # readings disagreed on (TaggerConfig.soft_disputes)
 
 Every variant uses the default's five document folds (`training/cv.py:document_folds`, seed 13) and its
 training loop; each encoder fold is saved when it is done (`models/cv/<variant>/fold<k>.npz`) and not trained
@@ -36,7 +36,6 @@ from policylens.calibration import sigmoid
 from policylens.chinese import normalize
 from policylens.dataset import default_sources, load_labelled
 from policylens.document import Document
-from policylens.io import read_jsonl
 from policylens.paths import (
     CORPUS_PATH,
     CV_DIR,
@@ -146,10 +145,8 @@ def mean_pooled_logits(self, states: list, batch: np.ndarray):
 
 
 def run_encoder_folds(rows: list[dict], folds: np.ndarray, taxonomy: Taxonomy, todo: list[int], out: Path,
-                      config, soft: dict[str, list[int]] | None = None) -> None:
-    """The default's encoder folds (training/cv.py:oof_encoder) on `rows`, each fold saved when done.
-
-    `soft` (row id -> label indices): those training targets become 0.5; the inner dev split keeps its labels."""
+                      config) -> None:
+    """The default's encoder folds (training/cv.py:oof_encoder) on `rows`, each fold saved when done."""
     from training.tagger import train_tagger
 
     cv, bank, work = CVConfig(), {}, Path(tempfile.mkdtemp(prefix="policylens-variant-"))
@@ -157,11 +154,8 @@ def run_encoder_folds(rows: list[dict], folds: np.ndarray, taxonomy: Taxonomy, t
         for fold in todo:
             started = time.time()
             held = np.flatnonzero(folds == fold)
-            splits = fold_splits(rows, folds, fold, cv)
-            if soft:
-                splits["train"] = [dict(r, targets=[0.5 if j in soft[r["id"]] else t for j, t in enumerate(r["targets"])])
-                                   if r["id"] in soft else r for r in splits["train"]]
-            result = train_tagger(splits, taxonomy, work / f"fold{fold}", config, progress=False, state_bank=bank)
+            result = train_tagger(fold_splits(rows, folds, fold, cv), taxonomy, work / f"fold{fold}", config,
+                                  progress=False, state_bank=bank)
             _save_fold(out, fold, {"held": held, "logits": result.test_logits}, {"seconds": round(time.time() - started, 1)})
             print(f"fold {fold}: {time.time() - started:.0f} s", flush=True)
     finally:
@@ -250,19 +244,6 @@ def report(systems: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray, lab
     return "\n".join(lines)
 
 
-def disputed_tags(rows: list[dict], taxonomy: Taxonomy) -> dict[str, list[int]]:
-    """Row id -> the label indices on which the second reading (`data/silver_second_reading.jsonl`) and the
-    first annotator disagreed: the tags two careful readers could not agree on."""
-    first = {r["id"]: set(r.get("labels_before", r["labels"])) for r in rows}
-    out = {}
-    for _, obj in read_jsonl(REPO_ROOT / "data" / "silver_second_reading.jsonl"):
-        if obj["id"] in first and not obj.get("control"):
-            tags = [taxonomy.index(label) for label in taxonomy.ids if (label in obj["labels"]) != (label in first[obj["id"]])]
-            if tags:
-                out[obj["id"]] = tags
-    return out
-
-
 def second_reading(taxonomy: Taxonomy, args) -> None:
     """Both halves of the default trained on the corrected labels, on the folds of the uncorrected ones
     (folds are stratified by label), paired with `models/cv/default` (trained on the uncorrected labels).
@@ -284,11 +265,9 @@ def second_reading(taxonomy: Taxonomy, args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     todo = [int(k) for k in args.folds.split(",") if not (out / f"fold{int(k)}.npz").exists()]
     if todo:
-        config = TaggerConfig(num_threads=args.threads, ensemble=False, max_steps=args.smoke)
-        soft = disputed_tags(corrected, taxonomy) if args.variant == "soft-disputes" else None
-        if soft:
-            print(f"{len(soft)} rows, {sum(map(len, soft.values()))} disputed tags trained at 0.5")
-        run_encoder_folds(corrected, folds, taxonomy, todo, out, config, soft)
+        config = TaggerConfig(num_threads=args.threads, ensemble=False, max_steps=args.smoke,
+                              soft_disputes=args.variant == "soft-disputes")
+        run_encoder_folds(corrected, folds, taxonomy, todo, out, config)
     lexical_path = out / "tfidf.npz"
     if not lexical_path.exists():
         tmp = out / ".tfidf.npz"

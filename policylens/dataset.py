@@ -15,7 +15,11 @@ from pathlib import Path
 from policylens.chinese import normalize
 from policylens.hashing import seeded_int
 from policylens.io import InputError, read_jsonl
-from policylens.paths import SEED_ANNOTATIONS_PATH, SILVER_CORRECTIONS_PATH, SILVER_PATH
+from policylens.paths import (
+    SEED_ANNOTATIONS_PATH,
+    SILVER_CORRECTIONS_PATH,
+    SILVER_PATH,
+)
 from policylens.taxonomy import Taxonomy
 
 SPLITS = ("train", "dev", "test")
@@ -123,6 +127,27 @@ def strata_labels(row: dict) -> list[str]:
     A correction changes what a row teaches and how it is scored, not where its document falls: splits and
     cross-validation folds stay the same, so results before and after a correction compare row by row."""
     return row.get("labels_before", row["labels"])
+
+
+def disputed_labels(rows: Sequence[dict], readings: str | Path | None = None) -> dict[str, list[str]]:
+    """Row id -> the labels on which a second, independent reading (`readings`, default the silver set's:
+    `id`, `labels`; `control` rows skipped) and the row's first annotator disagreed: the tags two careful
+    readers could not agree on, whichever way the adjudication went. Empty when the readings file is absent."""
+    from policylens import paths
+
+    readings = Path(readings or paths.SILVER_SECOND_READING_PATH)
+    if not readings.exists():
+        return {}
+    first = {r["id"]: set(strata_labels(r)) for r in rows}
+    out: dict[str, list[str]] = {}
+    for _, obj in read_jsonl(readings):
+        if obj.get("control") or obj.get("id") not in first:
+            continue
+        second = set(obj.get("labels") or [])
+        disputed = sorted(first[obj["id"]] ^ second)
+        if disputed:
+            out[obj["id"]] = disputed
+    return out
 
 
 def split_by_document(rows: Sequence[dict], config: SplitConfig | None = None) -> dict[str, list[dict]]:

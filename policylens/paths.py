@@ -32,3 +32,5 @@ HEADLINES_PATH = SHARED_DIR / "data" / "summarization" / "news_headlines.jsonl"
 SEED_ANNOTATIONS_PATH = DATA_DIR / "seed_annotations.jsonl"
 # the project's second, adjudicated reading of silver rows: correction rows (id + labels, no text)
 SILVER_CORRECTIONS_PATH = DATA_DIR / "silver_corrections.jsonl"
+# the independent second reading those corrections adjudicated (id, labels; `control` rows were sure rows)
+SILVER_SECOND_READING_PATH = DATA_DIR / "silver_second_reading.jsonl"

@@ -5,6 +5,7 @@ import pytest
 from policylens.dataset import (
     SplitConfig,
     build_dataset,
+    disputed_labels,
     load_labelled,
     split_by_document,
 )
@@ -126,6 +127,22 @@ def test_bad_corrections_are_rejected_with_file_and_line(tmp_path, taxonomy, fix
     with pytest.raises(InputError, match=message) as err:
         load_labelled([source, fixes], taxonomy)
     assert f"{fixes}:1" in str(err.value)
+
+
+def test_disputed_labels_are_where_a_second_reading_and_the_first_annotator_differ(tmp_path, taxonomy):
+    source = write(tmp_path / "silver.jsonl", [
+        {"id": "r#0", "text": "推动绿色低碳高质量发展。", "labels": ["carbon"], "unsure": True},
+        {"id": "r#1", "text": "保障能源供应，支持中小企业。", "labels": ["sme"], "unsure": True},
+        {"id": "r#2", "text": "加快5G基站建设。", "labels": ["5g"]}])
+    fixes = write(tmp_path / "fixes.jsonl", [{"id": "r#0", "labels": [], "was": ["carbon"], "correction": True}])
+    readings = write(tmp_path / "second.jsonl", [
+        {"id": "r#0", "labels": []},  # the correction followed it: still disputed against the first annotator
+        {"id": "r#1", "labels": ["sme", "supply_chain"]},  # the adjudication kept the first label
+        {"id": "r#2", "labels": [], "control": True},  # a hidden control, not a dispute
+        {"id": "elsewhere#9", "labels": ["5g"]}])  # a row not loaded
+    rows = load_labelled([source, fixes], taxonomy)
+    assert disputed_labels(rows, readings) == {"r#0": ["carbon"], "r#1": ["supply_chain"]}
+    assert disputed_labels(rows, tmp_path / "absent.jsonl") == {}
 
 
 def test_build_dataset_gives_multi_hot_targets(tmp_path, taxonomy):

@@ -255,3 +255,31 @@ def test_the_encoder_trains_on_batch_4_only_when_asked_and_never_on_dev_or_test_
     without, with_ = seen
     assert without == [r["id"] for r in splits["train"]]
     assert with_ == without + ["d0#b4", "other#b4"]  # d17 is a dev document, d21 a test one
+
+
+def test_soft_disputes_train_the_disputed_tags_at_one_half_and_leave_dev_alone(tmp_path, monkeypatch, tiny_backbone_dir):
+    import json as _json
+
+    import policylens.paths
+    from training.tagger import loop
+
+    taxonomy = Taxonomy.load()
+    splits = make_splits(taxonomy)
+    train_row, dev_row = splits["train"][0], splits["dev"][0]
+    readings = tmp_path / "second.jsonl"
+    readings.write_text("\n".join(_json.dumps({"id": r["id"], "labels": sorted(set(r["labels"]) ^ {"carbon"})})
+                                  for r in (train_row, dev_row)), encoding="utf-8")
+    monkeypatch.setattr(policylens.paths, "SILVER_SECOND_READING_PATH", readings)
+    seen: dict[str, list] = {}
+    original = loop.training_windows
+    monkeypatch.setattr(loop, "training_windows",
+                        lambda tokenizer, rows, config: seen.setdefault("rows", rows) and original(tokenizer, rows, config))
+    config = tiny_config(tiny_backbone_dir, soft_disputes=True, encoder_with_b4=False, max_steps=1, ensemble=False)
+    loop.train_tagger(splits, taxonomy, tmp_path / "m", config, progress=False)
+    trained = {r["id"]: r["targets"] for r in seen["rows"]}
+    carbon = taxonomy.index("carbon")
+    assert trained[train_row["id"]][carbon] == 0.5
+    assert [t for j, t in enumerate(trained[train_row["id"]]) if j != carbon] == \
+        [t for j, t in enumerate(train_row["targets"]) if j != carbon]
+    assert all(trained[r["id"]] == r["targets"] for r in splits["train"][1:])
+    assert dev_row["id"] not in trained and 0.5 not in dev_row["targets"]  # dev keeps its labels

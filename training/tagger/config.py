@@ -41,6 +41,9 @@ class TaggerConfig:
     # the encoder too: +0.009 ± 0.005 macro-F1 for the ensemble in 5-fold CV (5/5 folds), at ~1.4x the training time
     # (docs/tagger.md)
     encoder_with_b4: bool = True
+    # the encoder trains at 0.5 on the tags a second reading of the silver set disputed with its first annotator
+    # (data/silver_second_reading.jsonl); dev and test keep the adjudicated labels (docs/tagger.md)
+    soft_disputes: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:

@@ -141,6 +141,8 @@ def _prepare(
     train_rows, dev_rows = splits["train"], splits["dev"]
     if not train_rows or not dev_rows:
         raise ValueError("training needs non-empty train and dev splits")
+    if config.soft_disputes:
+        train_rows = soften_disputed(train_rows, taxonomy)
     if config.encoder_with_b4:
         train_rows = train_rows + _batch4_rows(splits, taxonomy)
     windows, targets, train_owners = training_windows(tokenizer, train_rows, config)
@@ -157,6 +159,16 @@ def _prepare(
         run.train_states = run.cache.encode_texts([r["text"] for r in train_rows], windows, train_owners, pad, bank)
         run.dev_states = run.cache.encode_texts([r["text"] for r in dev_rows], dev_windows, dev_owners, pad, bank)
     return run
+
+
+def soften_disputed(rows: list[dict], taxonomy: Taxonomy, readings: str | Path | None = None) -> list[dict]:
+    """Training rows whose disputed tags (`policylens.dataset.disputed_labels`) become 0.5 targets: where two
+    careful readers split, the encoder is not taught either answer with full confidence."""
+    from policylens.dataset import disputed_labels
+
+    disputed = disputed_labels(rows, readings)
+    return [dict(r, targets=[0.5 if label in disputed[r["id"]] else t for label, t in zip(taxonomy.ids, r["targets"])])
+            if r["id"] in disputed else r for r in rows]
 
 
 def _train_loop(run: _Run, meta: TaggerMeta, config: TaggerConfig, work_dir: Path, resume: bool, progress: bool) -> dict:
