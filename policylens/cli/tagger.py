@@ -34,9 +34,6 @@ def train(
     freeze_layers: int = typer.Option(8, help="Freeze (and cache) the lowest N transformer layers; 0 trains all."),
     b4: bool = typer.Option(TaggerConfig.encoder_with_b4, "--b4/--no-b4", help="The encoder also trains on "
                             "../shared/data/train_silver_b4.jsonl when present (the lexical half always does)."),
-    soft_disputes: bool = typer.Option(TaggerConfig.soft_disputes, "--soft-disputes/--hard-disputes", help="The encoder "
-                                       "trains at 0.5 on the tags data/silver_second_reading.jsonl disputed with the first "
-                                       "annotator (dev and test keep the adjudicated labels)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after N optimiser steps (smoke runs)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
     seed: int = typer.Option(13),
@@ -53,7 +50,7 @@ def train(
         config = TaggerConfig(
             backbone=backbone, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
             max_length=max_length, freeze_embeddings=freeze_embeddings, freeze_layers=freeze_layers,
-            encoder_with_b4=b4, soft_disputes=soft_disputes, max_steps=max_steps, seed=seed,
+            encoder_with_b4=b4, max_steps=max_steps, seed=seed,
         )
         result = train_tagger(splits, taxonomy, out, config, resume=resume)
     except (InputError, ValueError) as err:
