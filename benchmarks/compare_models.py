@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 from sklearn.metrics import f1_score
 
-from policylens.dataset import labelled_splits
+from policylens.dataset import first_labels, labelled_splits
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,9 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     test = splits["test"]
     texts = [r["text"] for r in test]
     corrected = np.asarray([r["targets"] for r in test], dtype=int)
-    first = np.asarray([taxonomy.multi_hot(r.get("labels_before", r["labels"])) for r in test], dtype=int)
+    first = np.asarray([taxonomy.multi_hot(first_labels(r)) for r in test], dtype=int)
     sure = np.asarray([not r.get("unsure", False) for r in test])
-    references = [("uncorrected labels", first, np.ones(len(test), bool)), ("corrected labels", corrected, np.ones(len(test), bool)),
+    every = np.ones(len(test), dtype=bool)
+    references = [("uncorrected labels", first, every), ("corrected labels", corrected, every),
                   (f"the {int(sure.sum())} rows whose annotator was sure", first, sure)]
     print(f"fixed test split: {len(test)} paragraphs, {int((corrected != first).any(1).sum())} relabelled by corrections\n")
     print("| model | against | macro-F1 | " + " | ".join(taxonomy.ids) + " |")

@@ -127,6 +127,15 @@ def _save_fold(out: Path, fold: int, arrays: dict[str, np.ndarray], info: dict) 
     (out / f"fold{fold}.json").write_text(json.dumps(info, indent=1))
 
 
+def load_folds(folder: Path, folds: list[int], shape: tuple[int, ...]) -> np.ndarray:
+    """Probabilities of the held-out rows of the saved `folds` in `folder` (plain arrays: no pickle); 0 elsewhere."""
+    probs = np.zeros(shape)
+    for k in folds:
+        arrays = np.load(folder / f"fold{k}.npz")
+        probs[arrays["held"]] = sigmoid(arrays["logits"])
+    return probs
+
+
 def run_heading_context(rows: list[dict], folds: np.ndarray, taxonomy: Taxonomy, todo: list[int], out: Path,
                         config) -> None:
     paths = heading_paths(rows)
@@ -274,20 +283,14 @@ def second_reading(taxonomy: Taxonomy, args) -> None:
         np.savez(tmp, logits=oof_tfidf(corrected, folds, taxonomy.ids, b4))
         tmp.replace(lexical_path)
     lexical = sigmoid(np.load(lexical_path)["logits"])
-    variant = np.zeros_like(lexical)
     done = sorted(int(p.stem[4:]) for p in out.glob("fold*.npz"))
-    for k in done:
-        arrays = np.load(out / f"fold{k}.npz")
-        variant[arrays["held"]] = sigmoid(arrays["logits"])
+    variant = load_folds(out, done, lexical.shape)
     before = (sigmoid(saved.scores["encoder"]) + sigmoid(saved.scores["tfidf"])) / 2
     systems = {"default (uncorrected labels)": before, "trained on corrected labels": (variant + lexical) / 2,
                "TF-IDF, uncorrected": sigmoid(saved.scores["tfidf"]), "TF-IDF, corrected": lexical}
     pairs = [("trained on corrected labels", "default (uncorrected labels)"), ("TF-IDF, corrected", "TF-IDF, uncorrected")]
     if args.variant == "soft-disputes":  # paired with the hard corrected labels' encoder as well
-        hard = np.zeros_like(lexical)
-        for k in done:
-            arrays = np.load(CV_DIR / "second-reading" / f"fold{k}.npz")
-            hard[arrays["held"]] = sigmoid(arrays["logits"])
+        hard = load_folds(CV_DIR / "second-reading", done, lexical.shape)
         systems = {"default (uncorrected labels)": before, "trained on corrected labels": (hard + lexical) / 2,
                    "disputed tags at 0.5": (variant + lexical) / 2}
         pairs = [("disputed tags at 0.5", "trained on corrected labels"), ("trained on corrected labels", "default (uncorrected labels)")]
@@ -355,11 +358,8 @@ def main(argv: list[str] | None = None) -> None:
         run_encoder_folds(rows, folds, taxonomy, todo, out, config)
     elif todo:
         run_self_training(rows, b4, folds, taxonomy, todo, out, config, args.pool)
-    variant = np.zeros_like(default_encoder)
     done = sorted(int(p.stem[4:]) for p in out.glob("fold*.npz"))
-    for k in done:
-        arrays = np.load(out / f"fold{k}.npz")  # plain arrays: no pickle
-        variant[arrays["held"]] = sigmoid(arrays["logits"])
+    variant = load_folds(out, done, default_encoder.shape)
     systems = {"default encoder": default_encoder, f"{args.variant} encoder": variant,
                "default (mean with TF-IDF)": default, f"{args.variant} in the mean": (variant + lexical) / 2}
     print(report(systems, y, folds, taxonomy.ids, done,

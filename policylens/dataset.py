@@ -121,11 +121,11 @@ def _apply_correction(rows: list[dict], position: dict[str, int], obj: dict, lab
     row["labels"] = sorted(set(labels), key=taxonomy.index)
 
 
-def strata_labels(row: dict) -> list[str]:
-    """The labels that place a row in a split or fold: its labels before any correction file changed them.
+def first_labels(row: dict) -> list[str]:
+    """A row's labels as first read, before any correction file changed them.
 
-    A correction changes what a row teaches and how it is scored, not where its document falls: splits and
-    cross-validation folds stay the same, so results before and after a correction compare row by row."""
+    Splits and cross-validation folds are drawn on these: a correction changes what a row teaches and how it
+    is scored, not where its document falls, so results before and after a correction compare row by row."""
     return row.get("labels_before", row["labels"])
 
 
@@ -138,7 +138,7 @@ def disputed_labels(rows: Sequence[dict], readings: str | Path | None = None) ->
     readings = Path(readings or paths.SILVER_SECOND_READING_PATH)
     if not readings.exists():
         return {}
-    first = {r["id"]: set(strata_labels(r)) for r in rows}
+    first = {r["id"]: set(first_labels(r)) for r in rows}
     out: dict[str, list[str]] = {}
     for _, obj in read_jsonl(readings):
         if obj.get("control") or obj.get("id") not in first:
@@ -156,7 +156,7 @@ def split_by_document(rows: Sequence[dict], config: SplitConfig | None = None) -
     Documents are visited rarest-label first; each goes to the split that still
     needs the most of that label (then the most paragraphs). Deterministic for a
     given seed and input, whatever the input order. Stratified on the labels as
-    first read (`strata_labels`), so that a correction file does not move documents.
+    first read (`first_labels`), so that a correction file does not move documents.
     """
     config = config or SplitConfig()
     fractions = config.fractions
@@ -166,7 +166,7 @@ def split_by_document(rows: Sequence[dict], config: SplitConfig | None = None) -
 
     label_totals: dict[str, int] = defaultdict(int)
     for row in rows:
-        for label in strata_labels(row):
+        for label in first_labels(row):
             label_totals[label] += 1
     need = {split: {label: fractions[split] * n for label, n in label_totals.items()} for split in SPLITS}
     need_size = {split: fractions[split] * len(rows) for split in SPLITS}
@@ -174,7 +174,7 @@ def split_by_document(rows: Sequence[dict], config: SplitConfig | None = None) -
     def doc_labels(doc_rows: list[dict]) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
         for row in doc_rows:
-            for label in strata_labels(row):
+            for label in first_labels(row):
                 counts[label] += 1
         return counts
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from policylens.dataset import strata_labels
+from policylens.dataset import first_labels
 from policylens.taxonomy import Taxonomy
 
 SYSTEMS = ("encoder", "tfidf", "keyword")
@@ -58,14 +58,15 @@ class OutOfFold:
 
 def document_folds(rows: Sequence[dict], k: int, seed: int) -> np.ndarray:
     """Fold index per row: whole documents per fold, stratified on each row's rarest label (as first read:
-    `policylens.dataset.strata_labels`)."""
+    `policylens.dataset.first_labels`)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
+    labels = [first_labels(row) for row in rows]
     counts: dict[str, int] = {}
-    for row in rows:
-        for label in strata_labels(row):
+    for row_labels in labels:
+        for label in row_labels:
             counts[label] = counts.get(label, 0) + 1
-    strata = [min(strata_labels(row), key=lambda label: counts[label]) if strata_labels(row) else "none" for row in rows]
+    strata = [min(row_labels, key=lambda label: counts[label]) if row_labels else "none" for row_labels in labels]
     folds = np.zeros(len(rows), dtype=np.int64)
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(rows)), strata, [r["doc_id"] for r in rows])):
