@@ -37,11 +37,11 @@ def main() -> None:
         raise SystemExit(f"{CV_DIR / args.name}: {len(oof.y)} OOF rows but {len(rows)} labelled rows today; rerun policylens cv")
     j = oof.labels.index(args.label)
     recipe = read_recipe(STACK_RECIPE_PATH)
-    encoder, lexical = sigmoid(oof.scores["encoder"][:, j]), sigmoid(oof.scores["tfidf"][:, j])
+    encoder, lexical = sigmoid(oof.scores["encoder"][:, j]), sigmoid(oof.scores["lexical"][:, j])
     if recipe.combine == "mean":
         probs, how = (encoder + lexical) / 2, "mean of the two probabilities"
     else:
-        probs, how = crossfit_stack_probs(oof.scores["encoder"], oof.scores["tfidf"], oof.y, oof.folds)[:, j], "logistic stack, cross-fitted"
+        probs, how = crossfit_stack_probs(oof.scores["encoder"], oof.scores["lexical"], oof.y, oof.folds)[:, j], "logistic stack, cross-fitted"
     threshold = recipe.labels.get(args.label, {}).get("threshold", 0.5)
     y = oof.y[:, j].astype(bool)
     pred = probs >= threshold
@@ -53,7 +53,7 @@ def main() -> None:
     for kind, mask, order in (("false positive", pred & ~y, -probs), ("false negative", ~pred & y, probs)):
         print(f"\n## {kind}s, most confident first")
         for i in [i for i in np.argsort(order) if mask[i]][: args.n]:
-            print(f"- [{rows[i]['id']}] p={probs[i]:.2f} (encoder {encoder[i]:.2f}, tfidf {lexical[i]:.2f}) "
+            print(f"- [{rows[i]['id']}] p={probs[i]:.2f} (encoder {encoder[i]:.2f}, lexical {lexical[i]:.2f}) "
                   f"gold={rows[i]['labels']} {rows[i]['text'][:160]}")
 
 

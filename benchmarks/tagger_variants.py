@@ -5,6 +5,7 @@
     python -m benchmarks.tagger_variants keyword-mean      # the keyword rule as a third probability in the mean
     python -m benchmarks.tagger_variants mean-pooling      # the classifier reads the mean of the last layer, not [CLS]
     python -m benchmarks.tagger_variants top8              # capacity: the top 8 of 12 layers fine-tuned, not 4
+    python -m benchmarks.tagger_variants lr2e-4            # the encoder's learning rate doubled (1e-4 -> 2e-4), same time
     python -m benchmarks.tagger_variants with-b4           # the encoder also trains on batch 4 (adopted as the default)
     python -m benchmarks.tagger_variants second-reading    # both halves train on the silver labels as corrected by
                                                            # data/silver_corrections.jsonl; scored against both labellings
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     from training.tagger import TaggerConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling", "top8", "with-b4",
+    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling", "top8", "with-b4", "lr2e-4",
                                             "second-reading", "soft-disputes"])
     parser.add_argument("--folds", default="0,1,2,3,4", help="which of the five folds to train (comma-separated)")
     parser.add_argument("--pool", type=int, default=6000, help="self-training: unlabelled paragraphs per fold")
@@ -328,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     saved, _ = load_oof(CV_DIR / "default" / "oof")  # FileNotFoundError: run `policylens cv` first
     if not np.array_equal(saved.folds, folds):
         raise SystemExit("models/cv/default was computed on other data or folds: rerun `policylens cv`")
-    y, default_encoder, lexical = saved.y, sigmoid(saved.scores["encoder"]), sigmoid(saved.scores["tfidf"])
+    y, default_encoder, lexical = saved.y, sigmoid(saved.scores["encoder"]), sigmoid(saved.scores["lexical"])
     if args.smoke:
         keep = np.sort(np.random.default_rng(0).choice(len(rows), 300, replace=False))
         rows, folds, y = [rows[i] for i in keep], folds[keep], y[keep]
@@ -351,6 +352,8 @@ def main(argv: list[str] | None = None) -> None:
         run_encoder_folds(rows, folds, taxonomy, todo, out, replace(config, encoder_with_b4=True))
     elif todo and args.variant == "top8":
         run_encoder_folds(rows, folds, taxonomy, todo, out, replace(config, freeze_layers=4))
+    elif todo and args.variant == "lr2e-4":
+        run_encoder_folds(rows, folds, taxonomy, todo, out, replace(config, learning_rate=2e-4))
     elif todo and args.variant == "mean-pooling":
         from training.tagger.cache import LowerLayerCache
 

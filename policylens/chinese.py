@@ -32,3 +32,29 @@ def clean_spaces(text: str) -> str:
 def normalize(text: str) -> str:
     """What every model sees: Simplified, NFC, single spaces."""
     return clean_spaces(to_simplified(unicodedata.normalize("NFC", text)))
+
+
+@lru_cache(maxsize=1)
+def _word_tokenizer():
+    import logging
+
+    import jieba  # the standard Chinese word segmenter; its dictionary ships in the package
+
+    jieba.setLogLevel(logging.WARNING)  # not its "Building prefix dict…" lines in every log
+    return jieba.Tokenizer()
+
+
+def words(text: str) -> list[str]:
+    """The words of a normalised text (jieba, default dictionary), lowercased, without spaces.
+
+    Character n-grams cannot tell 链 in 产业链 from 区块链's; words can. The lexical
+    model reads both.
+    """
+    return [w for w in _word_tokenizer().lcut(text.lower()) if w.strip()]
+
+
+def word_ngrams(text: str, ngram_range: tuple[int, int]) -> list[str]:
+    """Word n-grams of a normalised text, each a space-joined run of `words`."""
+    tokens = words(text)
+    low, high = ngram_range
+    return [" ".join(tokens[i : i + n]) for n in range(low, high + 1) for i in range(len(tokens) - n + 1)]

@@ -1,6 +1,6 @@
 """Two baselines the neural tagger must beat, with the scikit-learn API.
 
-- TfidfBaseline: character n-gram TF-IDF + one logistic regression per label,
+- TfidfBaseline: character n-gram TF-IDF (optionally + word n-grams) + one logistic regression per label,
   per-label thresholds tuned on dev. Saved as JSON + safetensors (no pickle),
   so loading a model directory never executes code.
 - KeywordBaseline: a label applies when the text contains one of its
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from policylens.calibration import sigmoid
-from policylens.chinese import normalize
+from policylens.chinese import normalize, word_ngrams
 from policylens.io import write_json
 from policylens.tagger.lexical import LexicalModel
 from policylens.taxonomy import Taxonomy
@@ -29,8 +29,10 @@ class TfidfBaseline:
     """Char 1-3-gram TF-IDF + one-vs-rest LogisticRegression (balanced classes).
 
     Characters need no word segmenter, and 2-3-grams already catch the
-    domain terms (碳达峰, 产业链, 中小企业). What it learns is a core
-    `LexicalModel` (`model_`), the same object an ensemble tagger scores with.
+    domain terms (碳达峰, 产业链, 中小企业): that is the baseline. With
+    `word_ngram_range`, jieba word n-grams join them as a second block: the
+    default tagger's lexical half. What it learns is a core `LexicalModel`
+    (`model_`), the same object an ensemble tagger scores with.
     """
 
     def __init__(
@@ -39,15 +41,18 @@ class TfidfBaseline:
         ngram_range: tuple[int, int] = (1, 3),
         min_df: int = 2,
         label_names: Sequence[str] | None = None,
+        word_ngram_range: tuple[int, int] | None = None,  # also jieba word n-grams: the default tagger's lexical half
     ) -> None:
         self.C = C
         self.ngram_range = ngram_range
         self.min_df = min_df
         self.label_names = label_names
+        self.word_ngram_range = word_ngram_range
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor's settings, as scikit-learn estimators give them."""
-        return {"C": self.C, "ngram_range": tuple(self.ngram_range), "min_df": self.min_df, "label_names": self.label_names}
+        return {"C": self.C, "ngram_range": tuple(self.ngram_range), "min_df": self.min_df, "label_names": self.label_names,
+                "word_ngram_range": None if self.word_ngram_range is None else tuple(self.word_ngram_range)}
 
     def fit(self, texts: Sequence[str], Y, dev_texts: Sequence[str] | None = None, dev_Y=None) -> "TfidfBaseline":
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -56,15 +61,24 @@ class TfidfBaseline:
         Y = np.asarray(Y) > 0
         n_labels = Y.shape[1]
         self.label_names_ = list(self.label_names) if self.label_names else [f"label_{j}" for j in range(n_labels)]
+        normalized = [normalize(t) for t in texts]
         vectorizer = TfidfVectorizer(
             analyzer="char", ngram_range=tuple(self.ngram_range), min_df=self.min_df, sublinear_tf=True
-        ).fit([normalize(t) for t in texts])
-        terms = [""] * len(vectorizer.vocabulary_)
-        for term, i in vectorizer.vocabulary_.items():
-            terms[i] = term
+        ).fit(normalized)
+        terms, idf = _terms(vectorizer), [vectorizer.idf_]
+        word_terms: list[str] = []
+        if self.word_ngram_range is not None:
+            word_range = tuple(self.word_ngram_range)
+            word_vectorizer = TfidfVectorizer(
+                analyzer=lambda text: word_ngrams(text, word_range), min_df=self.min_df, sublinear_tf=True
+            ).fit(normalized)
+            word_terms = _terms(word_vectorizer)
+            idf.append(word_vectorizer.idf_)
         self.model_ = LexicalModel(
-            labels=self.label_names_, vocabulary=terms, idf=vectorizer.idf_.astype(np.float64),
-            coef=np.zeros((n_labels, len(terms))), intercept=np.zeros(n_labels), ngram_range=tuple(self.ngram_range),
+            labels=self.label_names_, vocabulary=terms, idf=np.concatenate(idf).astype(np.float64),
+            coef=np.zeros((n_labels, len(terms) + len(word_terms))), intercept=np.zeros(n_labels),
+            ngram_range=tuple(self.ngram_range), word_vocabulary=word_terms,
+            word_ngram_range=None if self.word_ngram_range is None else tuple(self.word_ngram_range),
         )
         X = self.model_.features(texts)
         for j in range(n_labels):
@@ -112,10 +126,19 @@ class TfidfBaseline:
         if config.get("format") != FORMAT:
             raise ValueError(f"{directory}: not a {FORMAT} model directory")
         lexical = LexicalModel.load(directory)
-        model = cls(C=config["C"], ngram_range=lexical.ngram_range, min_df=config["min_df"], label_names=lexical.labels)
+        model = cls(C=config["C"], ngram_range=lexical.ngram_range, min_df=config["min_df"], label_names=lexical.labels,
+                    word_ngram_range=lexical.word_ngram_range)
         model.model_, model.label_names_ = lexical, list(lexical.labels)
         model.thresholds_ = np.asarray(config["thresholds"], dtype=np.float64)
         return model
+
+
+def _terms(vectorizer) -> list[str]:
+    """A fitted vectoriser's vocabulary as a list: term i is feature column i."""
+    terms = [""] * len(vectorizer.vocabulary_)
+    for term, i in vectorizer.vocabulary_.items():
+        terms[i] = term
+    return terms
 
 
 class KeywordBaseline:

@@ -22,7 +22,8 @@ import numpy as np
 from policylens.dataset import first_labels
 from policylens.taxonomy import Taxonomy
 
-SYSTEMS = ("encoder", "tfidf", "keyword")
+SYSTEMS = ("encoder", "lexical", "tfidf", "keyword")  # lexical: the default's lexical half; tfidf: the baseline
+LEXICAL_ONLY = ("lexical_word_ngrams",)  # TaggerConfig fields only the lexical half reads: not in the encoder's key
 
 
 @dataclass
@@ -97,8 +98,10 @@ def fold_splits(rows: Sequence[dict], folds: np.ndarray, fold: int, cv: CVConfig
     return {"train": inner["train"] + extra_outside(extra, test + inner["dev"]), "dev": inner["dev"], "test": test}
 
 
-def oof_tfidf(rows: Sequence[dict], folds: np.ndarray, labels: list[str], extra: Sequence[dict] = ()) -> np.ndarray:
-    """TF-IDF + logistic regression logits; `extra` rows only ever train, never score."""
+def oof_tfidf(rows: Sequence[dict], folds: np.ndarray, labels: list[str], extra: Sequence[dict] = (),
+              word_ngram_range: tuple[int, int] | None = None) -> np.ndarray:
+    """TF-IDF + logistic regression logits; `extra` rows only ever train, never score. With `word_ngram_range`,
+    the default tagger's lexical half (characters and words); without, the character baseline."""
     from training.baselines import TfidfBaseline
 
     out = np.zeros((len(rows), len(labels)), dtype=np.float64)
@@ -106,7 +109,8 @@ def oof_tfidf(rows: Sequence[dict], folds: np.ndarray, labels: list[str], extra:
         held_rows = [r for r, f in zip(rows, folds) if f == fold]
         train = [r for r, f in zip(rows, folds) if f != fold] + extra_outside(extra, held_rows)
         held = np.flatnonzero(folds == fold)
-        model = TfidfBaseline(label_names=labels).fit([r["text"] for r in train], [r["targets"] for r in train])
+        model = TfidfBaseline(label_names=labels, word_ngram_range=word_ngram_range).fit(
+            [r["text"] for r in train], [r["targets"] for r in train])
         out[held] = model.decision_function([rows[i]["text"] for i in held])
     return out
 
@@ -170,6 +174,7 @@ def cross_validate(
     from training.tagger import TaggerConfig
 
     cv = cv or CVConfig()
+    tagger_config = tagger_config or TaggerConfig()
     rows = list(rows)
     y = np.asarray([r["targets"] for r in rows], dtype=int)
     result = OutOfFold(labels=taxonomy.ids, y=y, folds=document_folds(rows, cv.folds, cv.seed))
@@ -177,13 +182,12 @@ def cross_validate(
         started = time.time()
         if system == "keyword":
             result.scores[system] = oof_keyword(rows, taxonomy)
-        elif system == "tfidf":
+        elif system in ("tfidf", "lexical"):
+            words = tagger_config.lexical_word_ngrams if system == "lexical" else None
             result.scores[system] = oof_tfidf(rows, result.folds, taxonomy.ids,
-                                              extra if lexical_extra is None else lexical_extra)
+                                              extra if lexical_extra is None else lexical_extra, words)
         else:
-            result.scores[system], _ = oof_encoder(
-                rows, result.folds, taxonomy, tagger_config or TaggerConfig(), cv, extra, progress
-            )
+            result.scores[system], _ = oof_encoder(rows, result.folds, taxonomy, tagger_config, cv, extra, progress)
         result.seconds[system] = round(time.time() - started, 1)
         result.peak_rss_mb[system] = _peak_rss_mb()
     return result
@@ -204,19 +208,23 @@ def experiment_key(rows: Sequence[dict], extra: Sequence[dict], tagger_config, c
         data["lexical_extra"] = list(lexical_extra)
     settings = {"data": data_fingerprint(data), "folds": cv.folds,
                 "seed": cv.seed, "inner_dev": cv.inner_dev,
-                "tagger": {k: v for k, v in asdict(tagger_config).items() if k not in ("num_threads", "ensemble")}}
+                "tagger": {k: v for k, v in asdict(tagger_config).items()
+                           if k not in ("num_threads", "ensemble") + LEXICAL_ONLY}}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def system_keys(key: str, systems: Sequence[str], taxonomy: Taxonomy) -> dict[str, str]:
+def system_keys(key: str, systems: Sequence[str], taxonomy: Taxonomy, tagger_config=None) -> dict[str, str]:
     """Each system's key: the experiment's, plus what only that system depends on (TF-IDF's settings, the
     keyword lists), so changing one of those recomputes that system and keeps the encoder's saved folds."""
     import hashlib
     import json
 
     from training.baselines import TfidfBaseline
+    from training.tagger import TaggerConfig
 
+    words = (tagger_config or TaggerConfig()).lexical_word_ngrams
     own = {"encoder": None, "tfidf": TfidfBaseline().get_params(),
+           "lexical": TfidfBaseline(word_ngram_range=words).get_params(),
            "keyword": {label.id: list(label.keywords) for label in taxonomy.labels}}
     return {system: key if own.get(system) is None else
             hashlib.sha256(json.dumps([key, system, own[system]], sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -249,7 +257,7 @@ def run_experiment(
     tagger_config = tagger_config or TaggerConfig()
     out_dir = Path(out_dir)
     key = experiment_key(rows, extra, tagger_config, cv, lexical_extra)
-    keys = system_keys(key, cv.systems, taxonomy)
+    keys = system_keys(key, cv.systems, taxonomy, tagger_config)
     saved: OutOfFold | None = None
     saved_keys: dict[str, str] = {}
     if reuse and (out_dir / "oof.json").exists():

@@ -53,9 +53,9 @@ def system_predictions(oof: OutOfFold) -> dict[str, np.ndarray]:
     preds = {}
     for system, scores in oof.scores.items():
         preds[system] = scores.astype(int) if system == "keyword" else (scores > 0).astype(int)
-    if "encoder" in oof.scores and "tfidf" in oof.scores:
+    if "encoder" in oof.scores and "lexical" in oof.scores:
         for name, combine in ENSEMBLES.items():
-            probs = crossfit_stack_probs(oof.scores["encoder"], oof.scores["tfidf"], oof.y, oof.folds, combine)
+            probs = crossfit_stack_probs(oof.scores["encoder"], oof.scores["lexical"], oof.y, oof.folds, combine)
             pred = np.zeros_like(oof.y)
             for fold in np.unique(oof.folds):
                 held = oof.folds == fold
@@ -124,7 +124,7 @@ def cv_report(oof: OutOfFold, slices: dict[str, list[str]] | None = None) -> dic
     preds = system_predictions(oof)
     for system, pred in preds.items():
         report[system] = fold_summary(oof.y, pred, oof.folds, oof.labels)
-        inputs = ("encoder", "tfidf") if system in ENSEMBLES else (system,)
+        inputs = ("encoder", "lexical") if system in ENSEMBLES else (system,)
         report[system]["seconds"] = round(sum(oof.seconds.get(s, 0.0) for s in inputs), 1)
         report[system]["peak_rss_mb"] = max(oof.peak_rss_mb.get(s, 0.0) for s in inputs)
     if "ensemble" in preds:

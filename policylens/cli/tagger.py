@@ -112,7 +112,7 @@ def evaluate(
 ) -> None:
     """Score the tagger and the baselines on the same test split (or the same CV folds); write JSON and Markdown."""
     if folds:
-        _run_cv("default", folds, ("encoder", "tfidf", "keyword"), TaggerConfig.epochs, TaggerConfig.learning_rate,
+        _run_cv("default", folds, ("encoder", "lexical", "tfidf", "keyword"), TaggerConfig.epochs, TaggerConfig.learning_rate,
                 TaggerConfig.freeze_layers, TaggerConfig.encoder_with_b4, False, True, seed)
         return
     from policylens.io import InputError
@@ -148,8 +148,9 @@ def evaluate(
 def cross_validate(
     name: str = typer.Option("default", "--name", help="Experiment name: its folder under models/cv/."),
     folds: int = typer.Option(5, min=2, help="Folds (whole documents per fold)."),
-    systems: str = typer.Option("encoder,tfidf,keyword", help="Comma-separated: encoder, tfidf, keyword; "
-                                "the ensemble is reported whenever encoder and tfidf are both there."),
+    systems: str = typer.Option("encoder,lexical,tfidf,keyword", help="Comma-separated: encoder, lexical (the "
+                                "default's lexical half: character and word n-grams), tfidf (the character baseline), "
+                                "keyword; the ensemble is reported whenever encoder and lexical are both there."),
     epochs: int = typer.Option(TaggerConfig.epochs),
     learning_rate: float = typer.Option(TaggerConfig.learning_rate),
     freeze_layers: int = typer.Option(8, help="Freeze (and cache) the lowest N layers; 0 trains all 12."),
@@ -213,13 +214,13 @@ def _write_recipe(oof, name: str, combine: str) -> None:
         write_recipe,
     )
 
-    if not {"encoder", "tfidf"} <= set(oof.scores):
-        fail("--write-recipe needs both the encoder and tfidf systems")
+    if not {"encoder", "lexical"} <= set(oof.scores):
+        fail("--write-recipe needs both the encoder and lexical systems")
     if combine not in COMBINES:
         fail(f"--combine must be one of {list(COMBINES)}, got {combine!r}")
     combiner = (ProbabilityMean(len(oof.labels)) if combine == "mean"
-                else fit_stack(oof.scores["encoder"], oof.scores["tfidf"], oof.y))
-    probs = crossfit_stack_probs(oof.scores["encoder"], oof.scores["tfidf"], oof.y, oof.folds, combine)
+                else fit_stack(oof.scores["encoder"], oof.scores["lexical"], oof.y))
+    probs = crossfit_stack_probs(oof.scores["encoder"], oof.scores["lexical"], oof.y, oof.folds, combine)
     thresholds, evidence = choose_thresholds(oof.y, probs, oof.folds)
     write_recipe(STACK_RECIPE_PATH, oof.labels, combiner, thresholds, {
         "experiment": name, "created": utc_timestamp(), "rows": int(len(oof.y)), "folds": int(oof.folds.max() + 1),

@@ -74,6 +74,52 @@ def test_tfidf_save_load_round_trip(fitted, tmp_path) -> None:
     assert loaded.label_names_ == NAMES and loaded.C == model.C
 
 
+def test_word_ngrams_are_a_second_block_matching_sklearn(tmp_path) -> None:
+    """With words, the features are [character block | word block], each the TfidfVectorizer formula on its own."""
+    from scipy.sparse import hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import normalize as l2_normalize
+
+    from policylens.chinese import word_ngrams
+
+    train_x, train_y = synthetic(160, 0)
+    test_x, _ = synthetic(30, 2)
+    model = TfidfBaseline(label_names=NAMES, word_ngram_range=(1, 2)).fit(train_x, train_y)
+    lexical = model.model_
+    assert lexical.word_ngram_range == (1, 2) and "中小企业" in lexical.word_vocabulary
+    assert any(" " in term for term in lexical.word_vocabulary)  # bigrams: space-joined words
+    chars = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True).fit(train_x)
+    words = TfidfVectorizer(analyzer=lambda t: word_ngrams(t, (1, 2)), min_df=2, sublinear_tf=True).fit(train_x)
+    assert len(lexical.vocabulary) == len(chars.vocabulary_) and len(lexical.word_vocabulary) == len(words.vocabulary_)
+    expected = hstack([l2_normalize(chars.transform(test_x)), l2_normalize(words.transform(test_x))]).toarray()
+    order = [chars.vocabulary_[t] for t in lexical.vocabulary]
+    order += [len(order) + words.vocabulary_[t] for t in lexical.word_vocabulary]
+    assert np.allclose(lexical.features(test_x).toarray(), expected[:, order])
+
+    model.save(tmp_path / "words")
+    loaded = TfidfBaseline.load(tmp_path / "words")
+    assert loaded.word_ngram_range == (1, 2)
+    assert np.array_equal(loaded.predict_proba(test_x), model.predict_proba(test_x))
+
+
+def test_word_segmentation_normalised_text() -> None:
+    from policylens.chinese import word_ngrams, words
+
+    assert words("支持中小企业 发展 5G") == ["支持", "中小企业", "发展", "5g"]
+    assert word_ngrams("支持中小企业发展", (1, 2)) == ["支持", "中小企业", "发展", "支持 中小企业", "中小企业 发展"]
+
+
+def test_character_only_lexical_files_still_load(fitted, tmp_path) -> None:
+    """A model saved before word n-grams (format /1) loads and scores as before."""
+    model, test_x, _ = fitted
+    model.save(tmp_path / "old")
+    config_path = tmp_path / "old" / "lexical.json"
+    config = json.loads(config_path.read_text())
+    assert "word_vocabulary" not in config
+    config_path.write_text(json.dumps({**config, "format": "policylens-lexical/1"}))
+    assert np.array_equal(TfidfBaseline.load(tmp_path / "old").predict_proba(test_x), model.predict_proba(test_x))
+
+
 def test_tfidf_load_rejects_other_directories(tmp_path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="not a"):

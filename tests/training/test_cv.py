@@ -134,7 +134,7 @@ def test_encoder_folds_share_the_frozen_layer_cache_and_the_ensemble_is_reported
     assert logits.shape == (len(rows), 4) and np.isfinite(logits).all() and len(seconds) == 2
     assert sum(calls) <= len({r["text"] for r in rows})  # every distinct paragraph runs the lower layers once
     oof = OutOfFold(labels=taxonomy.ids, y=np.asarray([r["targets"] for r in rows], dtype=int), folds=folds,
-                    scores={"encoder": logits, "tfidf": logits * 0.5})
+                    scores={"encoder": logits, "lexical": logits * 0.5})
     assert "ensemble" in cv_report(oof)
     save_oof(oof, tmp_path / "oof", {"fingerprint": "abc"})
     loaded, info = load_oof(tmp_path / "oof")
@@ -194,3 +194,25 @@ def test_the_lexical_model_can_learn_from_extra_rows_the_encoder_does_not_see(ro
     j = taxonomy.ids.index("5g")
     assert none_rows and (with_extra.scores["tfidf"][none_rows, j] > plain.scores["tfidf"][none_rows, j] + 1).all()
     assert len(with_extra.y) == len(rows)  # extra rows are never scored
+
+
+def test_the_lexical_half_reads_words_and_its_settings_do_not_touch_the_encoder_key(rows, tmp_path, monkeypatch):
+    """`lexical` (the default's lexical half) is the character baseline plus word n-grams; changing its word
+    n-grams recomputes it alone, and the encoder's key (an hour of folds) stays the same."""
+    import training.cv
+    from training.cv import experiment_key
+    from training.tagger import TaggerConfig
+
+    seen = []
+    original = training.cv.oof_tfidf
+    monkeypatch.setattr(training.cv, "oof_tfidf", lambda *a, **k: seen.append(a[4] if len(a) > 4 else None) or original(*a, **k))
+    taxonomy = Taxonomy.load()
+    cv = CVConfig(folds=3, systems=("lexical", "tfidf"))
+    first, _ = run_experiment(rows, taxonomy, tmp_path / "exp", TaggerConfig(), cv, progress=False)
+    assert seen == [(1, 2), None] and not np.allclose(first.scores["lexical"], first.scores["tfidf"])
+    run_experiment(rows, taxonomy, tmp_path / "exp", TaggerConfig(lexical_word_ngrams=(1, 1)), cv, progress=False)
+    assert seen[2:] == [(1, 1)]  # the baseline was reused
+    assert (experiment_key(rows, [], TaggerConfig(), cv)
+            == experiment_key(rows, [], TaggerConfig(lexical_word_ngrams=None), cv))
+    with pytest.raises(ValueError, match="lexical_word_ngrams"):
+        TaggerConfig(lexical_word_ngrams=(2, 1))

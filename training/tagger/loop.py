@@ -335,7 +335,7 @@ def _fit_ensemble(meta: TaggerMeta, splits: dict[str, list[dict]], config: Tagge
 
     labels = meta.taxonomy.ids
     train = splits["train"] + (_batch4_rows(splits, meta.taxonomy) if config.lexical_with_b4 else [])
-    lexical = TfidfBaseline(label_names=labels).fit([r["text"] for r in train], [r["targets"] for r in train]).model_
+    lexical = TfidfBaseline(label_names=labels, word_ngram_range=config.lexical_word_ngrams).fit([r["text"] for r in train], [r["targets"] for r in train]).model_
     if config.stack_recipe is None:
         recipe_path = STACK_RECIPE_PATH if STACK_RECIPE_PATH.exists() else None
     else:
