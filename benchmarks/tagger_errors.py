@@ -3,7 +3,7 @@
 Reads the OOF scores that `policylens cv` saved (models/cv/NAME/oof.*), combines them as the recipe
 (`data/tagger_stack.json`) says: the mean of the two probabilities at the recipe's threshold, or a logistic
 stack cross-fitted as the CV report does. It prints the paragraphs it gets wrong, most confident first, with
-the encoder's and TF-IDF's own probabilities, so a reader can compare them with data/GUIDELINE.md.
+the encoder's and the lexical half's own probabilities, so a reader can compare them with data/GUIDELINE.md.
 `--sure` keeps the rows whose annotator was sure: errors there are the model's, not the label's doubt.
 
     python -m benchmarks.tagger_errors --label supply_chain [--name default] [--n 15] [--sure]

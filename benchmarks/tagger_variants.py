@@ -5,6 +5,8 @@
     python -m benchmarks.tagger_variants keyword-mean      # the keyword rule as a third probability in the mean
     python -m benchmarks.tagger_variants mean-pooling      # the classifier reads the mean of the last layer, not [CLS]
     python -m benchmarks.tagger_variants top8              # capacity: the top 8 of 12 layers fine-tuned, not 4
+    python -m benchmarks.tagger_variants word-ngrams       # the lexical half with jieba word n-grams (adopted) vs
+                                                           # characters only, in the mean; all / untouched / sure rows
     python -m benchmarks.tagger_variants lr2e-4            # the encoder's learning rate doubled (1e-4 -> 2e-4), same time
     python -m benchmarks.tagger_variants with-b4           # the encoder also trains on batch 4 (adopted as the default)
     python -m benchmarks.tagger_variants second-reading    # both halves train on the silver labels as corrected by
@@ -309,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     from training.tagger import TaggerConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling", "top8", "with-b4", "lr2e-4",
+    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling", "top8", "with-b4", "lr2e-4", "word-ngrams",
                                             "second-reading", "soft-disputes"])
     parser.add_argument("--folds", default="0,1,2,3,4", help="which of the five folds to train (comma-separated)")
     parser.add_argument("--pool", type=int, default=6000, help="self-training: unlabelled paragraphs per fold")
@@ -336,6 +338,18 @@ def main(argv: list[str] | None = None) -> None:
         default_encoder, lexical = default_encoder[keep], lexical[keep]
         args.pool = 50
     default = (default_encoder + lexical) / 2
+    if args.variant == "word-ngrams":
+        characters = (default_encoder + sigmoid(saved.scores["tfidf"])) / 2
+        systems = {"mean with characters only": characters, "default: mean with characters and words": default}
+        for name, keep in (("all rows", [True] * len(rows)), ("rows whose labels nobody changed",
+                                                               ["labels_before" not in r for r in rows]),
+                           ("rows whose annotator was sure", [r.get("unsure") is False and "labels_before" not in r
+                                                              for r in rows])):
+            keep = np.asarray(keep)
+            print(f"\n{name} ({int(keep.sum())})\n")
+            print(report({k: v[keep] for k, v in systems.items()}, y[keep], folds[keep], taxonomy.ids, list(range(5)),
+                         [tuple(systems)[::-1]]))
+        return
     if args.variant == "keyword-mean":
         keyword = keyword_probabilities(saved.scores["keyword"], y, folds)
         systems = {"default (mean of encoder and TF-IDF)": default, "mean with the keyword rule": (default_encoder + lexical + keyword) / 3}
