@@ -7,7 +7,8 @@
     python -m benchmarks.tagger_variants top8              # capacity: the top 8 of 12 layers fine-tuned, not 4
     python -m benchmarks.tagger_variants word-ngrams       # the lexical half with jieba word n-grams (adopted) vs
                                                            # characters only, in the mean; all / untouched / sure rows
-    python -m benchmarks.tagger_variants lr2e-4            # the encoder's learning rate doubled (1e-4 -> 2e-4), same time
+    python -m benchmarks.tagger_variants lr2e-4            # the encoder's learning rate 2e-4 instead of 1e-4 (same time);
+                                                           # also lr3e-4, lr4e-4 and lr5e-5
     python -m benchmarks.tagger_variants with-b4           # the encoder also trains on batch 4 (adopted as the default)
     python -m benchmarks.tagger_variants second-reading    # both halves train on the silver labels as corrected by
                                                            # data/silver_corrections.jsonl; scored against both labellings
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     from training.tagger import TaggerConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling", "top8", "with-b4", "lr2e-4", "word-ngrams",
+    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling", "top8", "with-b4", "lr5e-5", "lr2e-4", "lr3e-4", "lr4e-4", "word-ngrams",
                                             "second-reading", "soft-disputes"])
     parser.add_argument("--folds", default="0,1,2,3,4", help="which of the five folds to train (comma-separated)")
     parser.add_argument("--pool", type=int, default=6000, help="self-training: unlabelled paragraphs per fold")
@@ -366,8 +367,8 @@ def main(argv: list[str] | None = None) -> None:
         run_encoder_folds(rows, folds, taxonomy, todo, out, replace(config, encoder_with_b4=True))
     elif todo and args.variant == "top8":
         run_encoder_folds(rows, folds, taxonomy, todo, out, replace(config, freeze_layers=4))
-    elif todo and args.variant == "lr2e-4":
-        run_encoder_folds(rows, folds, taxonomy, todo, out, replace(config, learning_rate=2e-4))
+    elif todo and args.variant.startswith("lr"):
+        run_encoder_folds(rows, folds, taxonomy, todo, out, replace(config, learning_rate=float(args.variant[2:])))
     elif todo and args.variant == "mean-pooling":
         from training.tagger.cache import LowerLayerCache
 

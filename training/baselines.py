@@ -67,18 +67,21 @@ class TfidfBaseline:
         ).fit(normalized)
         terms, idf = _terms(vectorizer), [vectorizer.idf_]
         word_terms: list[str] = []
-        if self.word_ngram_range is not None:
-            word_range = tuple(self.word_ngram_range)
+        word_range = None if self.word_ngram_range is None else tuple(self.word_ngram_range)
+        if word_range is not None:
             word_vectorizer = TfidfVectorizer(
                 analyzer=lambda text: word_ngrams(text, word_range), min_df=self.min_df, sublinear_tf=True
-            ).fit(normalized)
-            word_terms = _terms(word_vectorizer)
-            idf.append(word_vectorizer.idf_)
+            )
+            try:
+                word_vectorizer.fit(normalized)
+                word_terms = _terms(word_vectorizer)
+                idf.append(word_vectorizer.idf_)
+            except ValueError:  # no word in min_df texts (a handful of rows): characters only
+                word_range = None
         self.model_ = LexicalModel(
             labels=self.label_names_, vocabulary=terms, idf=np.concatenate(idf).astype(np.float64),
             coef=np.zeros((n_labels, len(terms) + len(word_terms))), intercept=np.zeros(n_labels),
-            ngram_range=tuple(self.ngram_range), word_vocabulary=word_terms,
-            word_ngram_range=None if self.word_ngram_range is None else tuple(self.word_ngram_range),
+            ngram_range=tuple(self.ngram_range), word_vocabulary=word_terms, word_ngram_range=word_range,
         )
         X = self.model_.features(texts)
         for j in range(n_labels):

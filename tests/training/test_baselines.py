@@ -102,6 +102,13 @@ def test_word_ngrams_are_a_second_block_matching_sklearn(tmp_path) -> None:
     assert np.array_equal(loaded.predict_proba(test_x), model.predict_proba(test_x))
 
 
+def test_too_few_rows_for_any_word_fall_back_to_characters() -> None:
+    """min_df = 2 with every word in one text only: the lexical model keeps its character block alone."""
+    model = TfidfBaseline(label_names=NAMES, word_ngram_range=(1, 2)).fit(["中小企业融资", "企业家光伏"], [[0, 1, 0], [0, 0, 1]])
+    assert model.model_.word_ngram_range is None and model.model_.word_vocabulary == []
+    assert model.predict_proba(["中小企业"]).shape == (1, 3)
+
+
 def test_word_segmentation_normalised_text() -> None:
     from policylens.chinese import word_ngrams, words
 
