@@ -379,9 +379,9 @@ def main(argv: list[str] | None = None) -> None:
     done = sorted(int(p.stem[4:]) for p in out.glob("fold*.npz"))
     variant = load_folds(out, done, default_encoder.shape)
     systems = {"default encoder": default_encoder, f"{args.variant} encoder": variant,
-               "default (mean with TF-IDF)": default, f"{args.variant} in the mean": (variant + lexical) / 2}
+               "default (mean with the lexical half)": default, f"{args.variant} in the mean": (variant + lexical) / 2}
     print(report(systems, y, folds, taxonomy.ids, done,
-                 [(f"{args.variant} encoder", "default encoder"), (f"{args.variant} in the mean", "default (mean with TF-IDF)")]))
+                 [(f"{args.variant} encoder", "default encoder"), (f"{args.variant} in the mean", "default (mean with the lexical half)")]))
 
 
 if __name__ == "__main__":
