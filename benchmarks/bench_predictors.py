@@ -90,7 +90,7 @@ class _Naive:
 
 
 def worker(name: str, model_dir: str, texts_path: Path, threads: int, batch_size: int, f1: bool, out: Path,
-           repeat: int = 1) -> None:
+           repeat: int) -> None:
     """Runs in its own process: load, warm up, time the paragraphs (the fastest of `repeat` passes), then
     (untimed) the test split."""
     texts = json.loads(texts_path.read_text(encoding="utf-8"))
@@ -104,7 +104,7 @@ def worker(name: str, model_dir: str, texts_path: Path, threads: int, batch_size
     load_s = time.perf_counter() - started
     predictor.predict_proba(texts[:8])  # warm-up: first-call allocations, lazy kernels
     passes = []
-    for _ in range(max(1, repeat)):
+    for _ in range(repeat):
         started = time.perf_counter()
         probs = predictor.predict_proba(texts)
         passes.append(time.perf_counter() - started)
@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=2000, help="paragraphs to time")
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=3, help="timed passes per predictor; its speed is the fastest")
+    parser.add_argument("--repeat", type=int, default=3, choices=range(1, 11), metavar="1-10",
+                        help="timed passes per predictor; its speed is the fastest")
     parser.add_argument("--only", nargs="+", choices=PREDICTORS, default=list(PREDICTORS))
     parser.add_argument("--no-f1", action="store_true", help="skip the test-split macro-F1 runs")
     parser.add_argument("--json", type=Path, help="also write the results here")

@@ -312,14 +312,15 @@ def main(argv: list[str] | None = None) -> None:
     from training.tagger import TaggerConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling", "top8", "with-b4", "lr5e-5", "lr2e-4", "lr3e-4", "lr4e-4", "word-ngrams",
+    parser.add_argument("variant", choices=["heading-context", "self-training", "keyword-mean", "mean-pooling", "top8",
+                                            "with-b4", "lr5e-5", "lr2e-4", "lr3e-4", "lr4e-4", "word-ngrams",
                                             "second-reading", "soft-disputes"])
     parser.add_argument("--folds", default="0,1,2,3,4", help="which of the five folds to train (comma-separated)")
     parser.add_argument("--pool", type=int, default=6000, help="self-training: unlabelled paragraphs per fold")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, help="where the folds go (default: models/cv/VARIANT)")
-    parser.add_argument("--baseline", default="default", help="second-reading: the saved CV run (models/cv/NAME) "
-                        "of the default trained on the uncorrected labels")
+    parser.add_argument("--baseline", default="default", help="the saved CV run (models/cv/NAME) the variant is "
+                        "paired with; for second-reading, the default trained on the uncorrected labels")
     parser.add_argument("--smoke", type=int, metavar="STEPS", help="a quick check of the code path: 300 rows, "
                         "a pool of 50, STEPS training steps (numbers meaningless; use with --out)")
     args = parser.parse_args(argv)
@@ -329,9 +330,9 @@ def main(argv: list[str] | None = None) -> None:
         return second_reading(taxonomy, args)
     rows, b4 = labelled_rows(taxonomy)
     folds = document_folds(rows, 5, 13)
-    saved, _ = load_oof(CV_DIR / "default" / "oof")  # FileNotFoundError: run `policylens cv` first
+    saved, _ = load_oof(CV_DIR / args.baseline / "oof")  # FileNotFoundError: run `policylens cv` first
     if not np.array_equal(saved.folds, folds):
-        raise SystemExit("models/cv/default was computed on other data or folds: rerun `policylens cv`")
+        raise SystemExit(f"models/cv/{args.baseline} was computed on other data or folds: rerun `policylens cv`")
     y, default_encoder, lexical = saved.y, sigmoid(saved.scores["encoder"]), sigmoid(saved.scores["lexical"])
     if args.smoke:
         keep = np.sort(np.random.default_rng(0).choice(len(rows), 300, replace=False))
@@ -342,10 +343,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.variant == "word-ngrams":
         characters = (default_encoder + sigmoid(saved.scores["tfidf"])) / 2
         systems = {"mean with characters only": characters, "default: mean with characters and words": default}
-        for name, keep in (("all rows", [True] * len(rows)), ("rows whose labels nobody changed",
-                                                               ["labels_before" not in r for r in rows]),
-                           ("rows whose annotator was sure", [r.get("unsure") is False and "labels_before" not in r
-                                                              for r in rows])):
+        for name, keep in (("all rows", [True] * len(rows)),
+                           ("rows whose labels nobody changed", ["labels_before" not in r for r in rows]),
+                           ("rows whose annotator was sure", [r.get("unsure") is False for r in rows])):
             keep = np.asarray(keep)
             print(f"\n{name} ({int(keep.sum())})\n")
             print(report({k: v[keep] for k, v in systems.items()}, y[keep], folds[keep], taxonomy.ids, list(range(5)),

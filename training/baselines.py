@@ -65,7 +65,7 @@ class TfidfBaseline:
         vectorizer = TfidfVectorizer(
             analyzer="char", ngram_range=tuple(self.ngram_range), min_df=self.min_df, sublinear_tf=True
         ).fit(normalized)
-        terms, idf = _terms(vectorizer), [vectorizer.idf_]
+        terms, idf = vectorizer.get_feature_names_out().tolist(), [vectorizer.idf_]
         word_terms: list[str] = []
         word_range = None if self.word_ngram_range is None else tuple(self.word_ngram_range)
         if word_range is not None:
@@ -74,7 +74,7 @@ class TfidfBaseline:
             )
             try:
                 word_vectorizer.fit(normalized)
-                word_terms = _terms(word_vectorizer)
+                word_terms = word_vectorizer.get_feature_names_out().tolist()
                 idf.append(word_vectorizer.idf_)
             except ValueError:  # no word in min_df texts (a handful of rows): characters only
                 word_range = None
@@ -134,14 +134,6 @@ class TfidfBaseline:
         model.model_, model.label_names_ = lexical, list(lexical.labels)
         model.thresholds_ = np.asarray(config["thresholds"], dtype=np.float64)
         return model
-
-
-def _terms(vectorizer) -> list[str]:
-    """A fitted vectoriser's vocabulary as a list: term i is feature column i."""
-    terms = [""] * len(vectorizer.vocabulary_)
-    for term, i in vectorizer.vocabulary_.items():
-        terms[i] = term
-    return terms
 
 
 class KeywordBaseline:
