@@ -44,6 +44,7 @@ if _missing():
     pytest.skip(_missing(), allow_module_level=True)
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -98,7 +99,9 @@ def shots(tmp_path_factory) -> Path:
 
 
 def until(driver, condition, timeout: float = 60):
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+    """Wait for `condition`; an element replaced while it was read (the page re-rendered) is polled again."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=[StaleElementReferenceException]).until(condition)
 
 
 @contextmanager
